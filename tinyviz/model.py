@@ -175,7 +175,9 @@ class Transformer(HookedRootModule):
         self.W_U = nn.Linear(cfg.d_model, cfg.d_vocab, bias=False)
         if cfg.tie_embeddings:
             self.W_U.weight = self.W_E.weight
-        self.hook_embed, self.hook_pos_embed, self.hook_final = HookPoint(), HookPoint(), HookPoint()
+        self.hook_embed, self.hook_final = HookPoint(), HookPoint()
+        if cfg.pos_emb in ("learned", "sinusoidal"):  # rope and none add nothing to the stream
+            self.hook_pos_embed = HookPoint()
         self._init_weights()
         self.setup_hooks()
 
