@@ -191,7 +191,7 @@ def test_pydoc_is_ascii_prose():
 def test_default_prompt_is_fixed_in_distribution_and_has_repeats(name):
     prompt = corpora.default_prompt(name)
     assert prompt == corpora.default_prompt(name)
-    assert 60 <= len(prompt) <= 120
+    assert 60 <= len(prompt) <= 100  # the training session snapshots at most 100 tokens of the probe
     assert set(prompt) <= set(gen(name)), set(prompt) - set(gen(name))
     grams = Counter(prompt[i:i + 4] for i in range(len(prompt) - 3))
     assert max(grams.values()) >= 2

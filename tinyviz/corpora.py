@@ -285,21 +285,19 @@ def generate(name: str, n_chars: int = 300_000, seed: int = 0) -> str:
 
 
 _PROMPTS = {
-    "tinytales": "Kelomi was a shy girl. Kelomi had a red ball. Every day, Kelomi played with the ball in the park.\n"
-                 "kelomi kelomi kelomi",
+    "tinytales": "Kelomi was a shy girl. Kelomi had a red ball. Kelomi was very happy.\nkelomi kelomi kelomi",
     "induction": "xqbtr mzk xqbtr xqbtr\nplowdfen ab plowdfen gh plowdfen\nuvwe sit uvwe\nzorbaqim zorbaqim",
     "copy": "kelomiv|kelomiv\nbqrt|bqrt\nzaxdepulm|zaxdepulm\nfigo|figo\nwentarsab|wentarsab\n",
     "reverse": "kelomiv|vimolek\nbqrt|trqb\nzaxdepulm|mlupedxaz\nkelomiv|vimolek\nfigo|ogif\nbqrt|trqb\n",
     "sort": "kelomiv|eiklmov\nbqrt|bqrt\nzaxdepulm|adelmpuxz\nfigo|fgio\nwentarsab|aabenrstw\n",
     "brackets": "(()())=yes\n(()=no\n(())()=yes\n())(=no\n((()))=yes\n)()(=no\n(()())=yes\n()=yes\n(()))=no\n",
     "modadd": "23+45=68\n50+60=13\n23+45=68\n96+1=0\n50+60=13\n7+7=14\n96+1=0\n12+34=46\n7+7=14\n",
-    "pydoc": 'The "while" statement is used for repeated execution as long as an\nexpression is true. '
-             'The "while" statement',
+    "pydoc": 'The "if" statement\n******************\n\nThe "if" statement is used for conditional execution:\n',
 }
 
 
 def default_prompt(name: str) -> str:
-    """A fixed 60-120 character probe prompt in the style of corpus ``name``, with repeats in it.
+    """A fixed 60-100 character probe prompt in the style of corpus ``name``, with repeats in it.
 
     It uses only characters that the corpus itself uses, so any model trained on it can encode it.
     """
