@@ -1,0 +1,223 @@
+"""python -m tinyviz train | sample | heads | runs
+
+Bad input ends in one sentence on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .config import PRESETS, RunConfig, SampleConfig, apply_overrides, preset
+
+EXIT_BAD_INPUT = 2
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def build_config(args) -> RunConfig:
+    cfg = preset(args.preset)
+    base = []
+    if args.corpus is not None:
+        base.append(f"corpus={args.corpus}")
+    if args.steps is not None:
+        base.append(f"steps={args.steps}")
+        if cfg.train.warmup_steps > args.steps:  # keep a preset's warmup proportional on short runs
+            base.append(f"warmup_steps={max(0, args.steps // 10)}")
+    if args.seed is not None:
+        base.append(f"seed={args.seed}")
+    return apply_overrides(cfg, base + list(args.set or []))
+
+
+def cmd_train(args) -> int:
+    from tqdm import tqdm
+
+    from .session import TrainingSession
+
+    stop = threading.Event()
+
+    def on_sigint(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)...", file=sys.stderr)
+
+    out = Path(args.out)
+    if args.resume:
+        if args.set or args.preset_given:
+            return _fail("--resume continues a run with its own config; drop --preset and --set.")
+        session = TrainingSession.resume(out)
+    else:
+        session = TrainingSession.start(build_config(args), out, overwrite=args.overwrite)
+    cfg = session.run.config
+    trainer = session.trainer
+    print(
+        f"{cfg.preset}: {trainer.model.n_params(non_embedding=False):,} parameters "
+        f"(decayed {trainer.n_decay:,}, not decayed {trainer.n_no_decay:,}), vocab {cfg.model.d_vocab}, "
+        f"corpus {cfg.data.corpus} -> {out}", file=sys.stderr,
+    )
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    bar = tqdm(total=cfg.train.steps, initial=session.step, unit="step", dynamic_ncols=True, file=sys.stderr)
+    last_val = [None]
+
+    def on_step(m):
+        if m.val_loss is not None:
+            last_val[0] = m.val_loss
+        post = {"loss": f"{m.loss:.3f}", "tok/s": f"{m.tokens_per_s:,.0f}"}
+        if last_val[0] is not None:
+            post["val"] = f"{last_val[0]:.3f}"
+        bar.set_postfix(post, refresh=False)
+        bar.update(1)
+
+    try:
+        status = session.train(stop=stop, on_step=on_step)
+    finally:
+        bar.close()
+        signal.signal(signal.SIGINT, previous)
+    metrics = session.run.metrics()
+    vals = [m["val_loss"] for m in metrics if m.get("val_loss") is not None]
+    summary = f"{status} at step {session.step}"
+    if metrics:
+        summary += f": loss {metrics[-1]['loss']:.4f}"
+    if vals:
+        summary += f", val loss {vals[-1]:.4f}"
+    print(f"{summary}; {session.trainer.elapsed:.1f} s of training. Run saved in {out}", file=sys.stderr)
+    if status == "failed":
+        return _fail(session.message)
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from .runs import Run
+    from .sample import generate
+
+    run = Run.open(Path(args.run))
+    model, tokenizer = run.load_model(), run.tokenizer()
+    cfg = SampleConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                       top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    prompt = args.prompt if args.prompt is not None else run.meta.get("probe_prompt", "")[:20]
+    result = generate(model, tokenizer, prompt, cfg)
+    for notice in result.notices:
+        print(f"note: {notice}", file=sys.stderr)
+    print(result.prompt + result.text)
+    return 0
+
+
+def cmd_heads(args) -> int:
+    import numpy as np
+    import torch
+
+    from . import probes
+    from .runs import Run
+    from .sample import encode_prompt
+
+    run = Run.open(Path(args.run))
+    model, tokenizer = run.load_model(), run.tokenizer()
+    prompt = args.prompt if args.prompt is not None else run.meta.get("probe_prompt", "")
+    ids, notices = encode_prompt(tokenizer, prompt, model.cfg.n_ctx + 1)
+    for notice in notices:
+        print(f"note: {notice}", file=sys.stderr)
+    tokens = torch.tensor(ids)
+    patterns = probes.attention_patterns(model, tokens)
+    scores = probes.head_scores(patterns, np.array(ids))
+    entropy = probes.head_entropy(patterns)
+    labels = probes.label_heads(scores)
+    induction = probes.induction_scores(model, tokenizer, in_distribution_text=prompt)
+    rows = []
+    for layer in range(patterns.shape[0]):
+        for head in range(patterns.shape[1]):
+            rows.append({
+                "layer": layer, "head": head, "label": labels[layer][head],
+                "entropy": round(float(entropy[layer, head]), 4),
+                **{k: round(float(v[layer, head]), 4) for k, v in scores.items()},
+                "induction_random": round(float(induction["random"][layer, head]), 4),
+            })
+    if args.json:
+        print(json.dumps({"run": run.name, "step": run.weights_step(), "prompt": prompt, "heads": rows}, indent=2))
+        return 0
+    cols = list(rows[0])
+    print(f"{run.name} at step {run.weights_step()}; prompt of {len(ids)} tokens")
+    print("  ".join(f"{c:>10}" for c in cols))
+    for r in rows:
+        print("  ".join(f"{r[c]:>10.3f}" if isinstance(r[c], float) else f"{r[c]:>10}" for c in cols))
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from .runs import list_runs
+
+    runs = list_runs(Path(args.root))
+    if not runs:
+        print(f"no runs under {args.root}/; train one with `python -m tinyviz train --preset micro --out {args.root}/first`")
+        return 0
+    print(f"{'name':<24} {'step':>11} {'loss':>7} {'val':>7}  {'status':<8} model / corpus")
+    for run in runs:
+        s = run.summary()
+        fmt = lambda v: f"{v:7.3f}" if isinstance(v, (int, float)) else f"{'-':>7}"
+        print(f"{s['name']:<24} {s['step']:>5}/{s['steps']:<5} {fmt(s['loss'])} {fmt(s['val_loss'])}  "
+              f"{s['status']:<8} {s['model']} / {s['corpus']}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tinyviz", description="Train tiny transformers and watch them learn.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a preset (or resume a run)")
+    t.add_argument("--preset", default=None, help=f"one of: {', '.join(PRESETS)} (default micro)")
+    t.add_argument("--corpus", default=None, help="a built-in corpus name or a path to a .txt file")
+    t.add_argument("--steps", type=int, default=None)
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--out", required=True, help="the run folder, e.g. checkpoints/my-run")
+    t.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override any model, train or data field")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="generate text from a run")
+    s.add_argument("run")
+    s.add_argument("--prompt", default=None)
+    d = SampleConfig()
+    s.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+    s.add_argument("--temperature", type=float, default=d.temperature)
+    s.add_argument("--top-k", type=int, default=d.top_k)
+    s.add_argument("--top-p", type=float, default=d.top_p)
+    s.add_argument("--seed", type=int, default=d.seed)
+    s.set_defaults(func=cmd_sample)
+
+    h = sub.add_parser("heads", help="per-head scores, entropy and labels on a prompt")
+    h.add_argument("run")
+    h.add_argument("--prompt", default=None, help="default: the run's probe prompt")
+    h.add_argument("--json", action="store_true")
+    h.set_defaults(func=cmd_heads)
+
+    r = sub.add_parser("runs", help="list the runs under checkpoints/")
+    r.add_argument("--root", default="checkpoints")
+    r.set_defaults(func=cmd_runs)
+    return p
+
+
+def main(argv=None) -> int:
+    args = make_parser().parse_args(argv)
+    if args.command == "train":
+        args.preset_given = args.preset is not None
+        args.preset = args.preset or "micro"
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as e:  # RunError, CorpusError, UnknownCharactersError are ValueErrors
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        print("aborted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
