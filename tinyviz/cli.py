@@ -1,4 +1,4 @@
-"""python -m tinyviz train | sample | heads | runs
+"""python -m tinyviz train | sample | heads | ablate | runs
 
 Bad input ends in one sentence on stderr and exit code 2, never a traceback.
 """
@@ -167,6 +167,30 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def cmd_ablate(args) -> int:
+    from tqdm import tqdm
+
+    from .ablate import run_ablation
+
+    bar = tqdm(total=0, unit="step", dynamic_ncols=True, file=sys.stderr, desc=f"ablate {args.preset}")
+
+    def on_progress(done, total):
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        res = run_ablation(args.preset, seeds=args.seeds, steps=args.steps, corpus=args.corpus,
+                           workers=args.workers, out=args.out, sets=args.set or [], on_progress=on_progress)
+    finally:
+        bar.close()
+    label, line = res.verdict
+    print(f"{res.ablation.name}: {label}. {line}", file=sys.stderr)
+    for note in res.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"{len(res.runs)} runs in {res.wall_s:.0f} s; summary, figure and curves in {res.out}", file=sys.stderr)
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tinyviz", description="Train tiny transformers and watch them learn.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -199,6 +223,16 @@ def make_parser() -> argparse.ArgumentParser:
     h.add_argument("--json", action="store_true")
     h.set_defaults(func=cmd_heads)
 
+    a = sub.add_parser("ablate", help="train every arm of an ablation preset over seeds; figure, CSV, verdict")
+    a.add_argument("preset", help="init, posemb, tying, residual, norm, mlp, causal or scale")
+    a.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: the preset's, 2 or 3)")
+    a.add_argument("--steps", type=int, default=None, help="steps per run (default: the preset's)")
+    a.add_argument("--corpus", default=None, help="a built-in corpus name or a path to a .txt file")
+    a.add_argument("--workers", type=int, default=None, help="parallel worker processes (default min(2, cores))")
+    a.add_argument("--out", default=None, help="output folder (default checkpoints/ablate-PRESET)")
+    a.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a base field for every arm")
+    a.set_defaults(func=cmd_ablate)
+
     r = sub.add_parser("runs", help="list the runs under checkpoints/")
     r.add_argument("--root", default="checkpoints")
     r.set_defaults(func=cmd_runs)
@@ -212,8 +246,12 @@ def main(argv=None) -> int:
         args.preset = args.preset or "micro"
     try:
         return args.func(args)
-    except (ValueError, OSError) as e:  # RunError, CorpusError, UnknownCharactersError are ValueErrors
+    except ValueError as e:  # RunError, CorpusError, UnknownCharactersError are ValueErrors
         return _fail(str(e))
+    except OSError as e:  # disk full, permissions, ...: say which file and what to do, not "[Errno 28]"
+        where = f" {e.filename!r}" if e.filename else ""
+        return _fail(f"could not read or write{where} ({e.strerror or e}); free some disk space or check "
+                     "the folder's permissions, then try again.")
     except KeyboardInterrupt:
         print("aborted.", file=sys.stderr)
         return 130

@@ -1,0 +1,672 @@
+"""Ablation presets: one command trains every arm of a preset for each seed and says whether the claim holds.
+
+A preset is data: a base config (the ``micro`` preset plus a few fields), arms that each
+override only the switch under test, a claim, and a verdict rule over the measured numbers.
+``run_ablation`` trains arm x seed in worker processes (one thread each, so a re-run gives
+bit-identical numbers) and writes into its output folder:
+
+    <arm>-seed<k>/      one run folder per arm and seed (readable with runs.Run)
+    curves.csv          step, arm, seed, loss, val_loss
+    loss.html/.svg/.png the loss-vs-step figure (log y, mean over seeds with a min-max band)
+    ablation.json       per-run extras (sample, causal val loss, health codes) and the arm stats
+    summary.md          the table and the verdict
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import logging
+import math
+import multiprocessing
+import os
+import queue as queue_mod
+import re
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .config import RunConfig, apply_overrides, preset
+
+log = logging.getLogger(__name__)
+
+FINAL_WINDOW = 20  # "final loss" = mean train loss over the last FINAL_WINDOW steps (one step's batch is noisy)
+MIN_GAP = 0.02  # nats: two arms "clearly differ" by more than max(MIN_GAP, the sum of their seed spreads)
+SAMPLE_TOKENS = 120  # greedy sample per run, from the start of the probe prompt
+PROGRESS_EVERY = 10  # a worker reports its step this often
+
+# Shared by every preset: the `micro` preset at context 64, eval every 50 steps, no periodic
+# snapshots or checkpoints (the final weights are still saved), so an arm costs only its steps.
+BASE = {
+    "d_ff": None, "n_ctx": 64, "batch_size": 16, "lr": 3e-3, "warmup_steps": 30, "eval_interval": 50,
+    "eval_batches": 4, "snapshot_interval": 0, "checkpoint_interval": 0, "corpus_chars": 100_000,
+}
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)  # field -> value, applied on the preset's base
+
+
+@dataclass(frozen=True)
+class Stat:
+    """One number over seeds: the mean and the half-width of the min-max range."""
+    values: tuple[float, ...]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.values)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values) if self.values else math.nan
+
+    @property
+    def spread(self) -> float:
+        return (max(self.values) - min(self.values)) / 2 if self.values else math.nan
+
+    def fmt(self) -> str:
+        return f"{self.mean:.4f} ± {self.spread:.4f}" if self.values else "–"
+
+
+@dataclass
+class ArmStats:
+    arm: str
+    loss_1: Stat
+    loss_100: Stat
+    final: Stat
+    val: Stat
+    causal_val: Stat  # val loss with the causal mask on (equals val for causal models)
+    n_params: int
+    failed: list[str]  # "seed 1 at step 212" for runs that stopped on a NaN
+
+
+@dataclass(frozen=True)
+class Ablation:
+    name: str
+    claim: str
+    arms: tuple[Arm, ...]
+    verdict: Callable[[dict[str, ArmStats]], tuple[str, str]]  # stats by arm -> (label, one line)
+    rule: str  # the verdict rule in words
+    base: dict[str, Any] = field(default_factory=dict)  # preset-specific base fields on top of BASE
+    steps: int = 400
+    seeds: int = 2
+    note: str = ""  # how the arms differ, where more than one field
+
+    @property
+    def reference(self) -> str:
+        return self.arms[0].name
+
+
+def _differ(a: ArmStats, b: ArmStats, attr: str = "final") -> float:
+    """b - a when it exceeds the noise margin, else 0 (a and b indistinguishable)."""
+    x, y = getattr(a, attr), getattr(b, attr)
+    margin = max(MIN_GAP, x.spread + y.spread)
+    d = y.mean - x.mean
+    return d if abs(d) > margin else 0.0
+
+
+def _label(parts: list[bool]) -> str:
+    return "reproduced" if all(parts) else "not reproduced" if not any(parts) else "partly"
+
+
+def _f(x: float) -> str:
+    return f"{x:.3f}"
+
+
+def _verdict_init(s):
+    g, p = s["gpt"], s["pytorch_default"]
+    near_80 = 40 <= p.loss_1.mean <= 160
+    gap = _differ(g, p) > 0
+    return _label([near_80, gap]), (
+        f"pytorch_default starts at {_f(p.loss_1.mean)} (gpt {_f(g.loss_1.mean)}; 'near 80' {'holds' if near_80 else 'fails'}); "
+        f"final {_f(p.final.mean)} vs gpt {_f(g.final.mean)} ({'a gap remains' if gap else 'no clear gap'}).")
+
+
+def _verdict_posemb(s):
+    best = min(a.final.mean for a in s.values())
+    none = s["none"].final.mean
+    ratio = none / best
+    label = "reproduced" if ratio <= 1.10 else "partly" if ratio <= 1.25 else "not reproduced"
+    order = ", ".join(f"{a.arm} {_f(a.final.mean)}" for a in sorted(s.values(), key=lambda a: a.final.mean))
+    return label, f"no positional embedding ends at {_f(none)}, {ratio:.2f}x the best arm (final: {order})."
+
+
+def _verdict_tying(s):
+    t, u = s["tied"], s["untied"]
+    rel = abs(t.final.mean - u.final.mean) / min(t.final.mean, u.final.mean)
+    label = "reproduced" if rel <= 0.02 else "partly" if rel <= 0.05 else "not reproduced"
+    return label, f"final loss tied {_f(t.final.mean)} vs untied {_f(u.final.mean)}: {100 * rel:.1f} % apart."
+
+
+def _progress(a: ArmStats, ref: ArmStats) -> float:
+    """How far an arm got from its step-1 loss toward the reference's final loss (0 = nowhere, 1 = as far)."""
+    return (a.loss_1.mean - a.final.mean) / max(1e-9, a.loss_1.mean - ref.final.mean)
+
+
+def _verdict_residual(s):
+    ref, n1, n2, n3 = s["res-3L"], s["nores-1L"], s["nores-2L"], s["nores-3L"]
+    p1, p2, p3 = _progress(n1, ref), _progress(n2, ref), _progress(n3, ref)
+    trains, slower, fails = p1 >= 0.7, _differ(n1, n2, "loss_100") > 0 or _differ(n1, n2) > 0, p3 < 0.2
+    return _label([trains, slower, fails]), (
+        f"progress toward the residual 3-layer loss ({_f(ref.final.mean)}): 1L {p1:.2f}, 2L {p2:.2f}, 3L {p3:.2f}; "
+        f"loss at step 100: 1L {_f(n1.loss_100.mean)}, 2L {_f(n2.loss_100.mean)}, 3L {_f(n3.loss_100.mean)}; "
+        f"final 1L {_f(n1.final.mean)}, 2L {_f(n2.final.mean)}, 3L {_f(n3.final.mean)} (from {_f(n3.loss_1.mean)}).")
+
+
+def _verdict_norm(s):
+    pre, pre0, post, post0 = s["pre-LN"], s["pre-LN-nowarmup"], s["post-LN"], s["post-LN-nowarmup"]
+    rms, none = s["pre-RMSNorm"], s["pre-nonorm"]
+    post_needs = _differ(post, post0) > 0 or bool(post0.failed)
+    pre_fine = _differ(pre, pre0) <= 0 and not pre0.failed
+    rms_same = _differ(pre, rms) == 0
+    none_worse = _differ(pre, none) > 0 or bool(none.failed)
+    return _label([post_needs, pre_fine, rms_same, none_worse]), (
+        f"post-LN without warmup {_f(post0.final.mean)} vs with {_f(post.final.mean)} "
+        f"({'worse' if post_needs else 'not worse'}); pre-LN {_f(pre0.final.mean)} vs {_f(pre.final.mean)} "
+        f"({'not worse' if pre_fine else 'worse'}); RMSNorm {_f(rms.final.mean)} "
+        f"({'same as' if rms_same else 'differs from'} LayerNorm); no norm {_f(none.final.mean)} "
+        f"({'worse' if none_worse else 'not worse'}).")
+
+
+def _verdict_mlp(s):
+    r, g, w = s["relu"], s["gelu"], s["swiglu"]
+    swiglu_best = _differ(w, g) > 0 and _differ(w, r) > 0
+    gelu_over_relu = _differ(g, r) > 0
+    return _label([swiglu_best, gelu_over_relu]), (
+        f"final loss relu {_f(r.final.mean)}, gelu {_f(g.final.mean)}, swiglu {_f(w.final.mean)} "
+        f"(params {r.n_params:,} / {g.n_params:,} / {w.n_params:,}).")
+
+
+def _verdict_causal(s):
+    c, n = s["causal"], s["noncausal"]
+    collapse = n.final.mean < 0.5 * c.final.mean
+    ruined = n.causal_val.mean > c.val.mean + 0.5
+    return _label([collapse, ruined]), (
+        f"train loss without the mask {_f(n.final.mean)} vs {_f(c.final.mean)} with it; evaluated causally, "
+        f"val loss {_f(n.causal_val.mean)} vs {_f(c.val.mean)}.")
+
+
+def _verdict_scale(s):
+    base = s["L2-d64-h4"]
+    depth = _differ(base, s["L4"]) < 0 and _differ(s["L4"], s["L6"]) < 0
+    width = _differ(base, s["d128"]) < 0 and _differ(s["d128"], s["d256"]) < 0
+    heads = [s[k].final.mean for k in ("h1", "h2", "L2-d64-h4", "h8")]
+    heads_flat = max(heads) - min(heads) <= 0.05
+    return _label([depth, width, heads_flat]), (
+        f"final loss by depth 2/4/6: {', '.join(_f(s[k].final.mean) for k in ('L2-d64-h4', 'L4', 'L6'))}; "
+        f"by width 64/128/256: {', '.join(_f(s[k].final.mean) for k in ('L2-d64-h4', 'd128', 'd256'))}; "
+        f"by heads 1/2/4/8: {', '.join(_f(h) for h in heads)}.")
+
+
+def swiglu_d_ff(d_model: int, d_ff: int) -> int:
+    """SwiGLU hidden size whose MLP has about the parameters of a ReLU/GELU MLP with d_ff (biases included)."""
+    return round(d_ff * (2 * d_model + 1) / (3 * d_model + 2))
+
+
+ABLATIONS: dict[str, Ablation] = {a.name: a for a in [
+    Ablation(
+        "init", "Default PyTorch init (Embedding std 1.0) starts near loss 80 and keeps a gap to GPT init "
+                "(std 0.02) after 1000 steps.",
+        (Arm("gpt"), Arm("pytorch_default", {"init": "pytorch_default"})), _verdict_init,
+        "reproduced if pytorch_default's step-1 loss is within 40-160 AND its final loss is clearly above gpt's; "
+        "partly if one holds.",
+        base={"d_model": 128}, steps=1000,
+        note="d_model 128 (the seeds' width): the initial loss of Embedding std 1.0 grows with the width."),
+    Ablation(
+        "posemb", "No positional embeddings still reaches low training loss on a small corpus.",
+        (Arm("learned"), Arm("sinusoidal", {"pos_emb": "sinusoidal"}), Arm("rope", {"pos_emb": "rope"}),
+         Arm("none", {"pos_emb": "none"})), _verdict_posemb,
+        "reproduced if none's final loss is within 10 % of the best arm's, partly within 25 %, else not reproduced."),
+    Ablation(
+        "tying", "Tied vs untied input/output embeddings make a negligible difference at this scale.",
+        (Arm("tied"), Arm("untied", {"tie_embeddings": False})), _verdict_tying,
+        "reproduced if the final losses are within 2 % of each other, partly within 5 %, else not reproduced."),
+    Ablation(
+        "residual", "Without residual connections 1 layer trains, 2 layers train slower, 3 layers fail near "
+                    "their initial loss.",
+        (Arm("res-3L"), Arm("nores-1L", {"residual": False, "n_layers": 1}),
+         Arm("nores-2L", {"residual": False, "n_layers": 2}), Arm("nores-3L", {"residual": False})),
+        _verdict_residual,
+        "progress p = (loss@1 - final) / (loss@1 - final of res-3L). 1L trains: p >= 0.7; 2L slower: its loss at "
+        "step 100 or its final loss clearly above 1L's; 3L fails: p < 0.2. All three: reproduced; some: partly.",
+        base={"n_layers": 3}, steps=600, seeds=3,
+        note="res-3L is the reference; each no-residual arm differs from it in `residual` and, for 1L/2L, "
+             "`n_layers`; the no-residual arms differ from each other only in `n_layers`."),
+    Ablation(
+        "norm", "(No claim in the seeds; the usual one.) Post-LN needs warmup, pre-LN does not; RMSNorm matches "
+                "LayerNorm; no normalisation trains worse.",
+        (Arm("pre-LN"), Arm("pre-LN-nowarmup", {"warmup_steps": 0}), Arm("post-LN", {"norm_position": "post"}),
+         Arm("post-LN-nowarmup", {"norm_position": "post", "warmup_steps": 0}),
+         Arm("pre-RMSNorm", {"norm": "rmsnorm"}), Arm("pre-nonorm", {"norm": "none"})), _verdict_norm,
+        "four parts: post-LN without warmup clearly worse than with (or NaN); pre-LN without warmup not clearly "
+        "worse; RMSNorm not clearly different from LayerNorm; no norm clearly worse (or NaN). All: reproduced; "
+        "some: partly.",
+        base={"n_layers": 4, "warmup_steps": 50},
+        note="4 layers and 50 warmup steps so that the warmup question has teeth; post-LN-nowarmup differs from "
+             "pre-LN in `norm_position` and `warmup_steps`, and from post-LN in `warmup_steps` alone."),
+    Ablation(
+        "mlp", "(No claim in the seeds; the usual one.) At matched parameter count SwiGLU beats GELU, which beats "
+               "ReLU.",
+        (Arm("gelu"), Arm("relu", {"mlp": "relu"}), Arm("swiglu", {"mlp": "swiglu", "d_ff": swiglu_d_ff(64, 256)})),
+        _verdict_mlp,
+        "two parts: swiglu clearly below both; gelu clearly below relu. Both: reproduced; one: partly.",
+        note=f"swiglu has three matrices, so it uses d_ff={swiglu_d_ff(64, 256)} instead of 256 to match the "
+             "parameter count: it differs from the base in `mlp` and `d_ff`."),
+    Ablation(
+        "causal", "Without the causal mask the train loss collapses and generation is ruined.",
+        (Arm("causal"), Arm("noncausal", {"causal": False})), _verdict_causal,
+        "two parts: the non-causal train loss is below half the causal one; its val loss evaluated with the mask "
+        "on is more than 0.5 nats above the causal arm's. Both: reproduced; one: partly. The health check must "
+        "flag leakage for the non-causal arm (see the table)."),
+    Ablation(
+        "scale", "(No claim in the seeds; the usual one.) At a fixed step budget deeper and wider models reach a "
+                 "lower loss, and the number of heads matters little.",
+        (Arm("L2-d64-h4"), Arm("L4", {"n_layers": 4}), Arm("L6", {"n_layers": 6}), Arm("d128", {"d_model": 128}),
+         Arm("d256", {"d_model": 256}), Arm("h1", {"n_heads": 1}), Arm("h2", {"n_heads": 2}),
+         Arm("h8", {"n_heads": 8})), _verdict_scale,
+        "three parts: final loss clearly falls 2->4->6 layers; clearly falls 64->128->256 wide; heads 1/2/4/8 "
+        "within 0.05 of each other. All: reproduced; some: partly.",
+        steps=300,
+        note="one factor at a time around 2 layers, width 64, 4 heads; d_ff follows the width (4 x d_model)."),
+]}
+
+
+def get(name: str) -> Ablation:
+    if name not in ABLATIONS:
+        raise ValueError(f"unknown ablation preset {name!r}; choose one of: {', '.join(ABLATIONS)}.")
+    return ABLATIONS[name]
+
+
+def _assign(fields: dict[str, Any]) -> list[str]:
+    return [f"{k}={v}" for k, v in fields.items()]
+
+
+def base_config(ab: Ablation, steps: Optional[int] = None, corpus: Optional[str] = None,
+                sets: tuple[str, ...] | list[str] = ()) -> RunConfig:
+    """The preset's base RunConfig: micro + BASE + the preset's base + --corpus/--steps + --set."""
+    cfg = apply_overrides(preset("micro"), _assign({**BASE, "steps": ab.steps, **ab.base}))
+    extra = []
+    if corpus is not None:
+        extra.append(f"corpus={corpus}")
+    if steps is not None:
+        extra.append(f"steps={steps}")
+        if cfg.train.warmup_steps > steps:  # keep warmup proportional on short runs, as `train` does
+            extra.append(f"warmup_steps={steps // 10}")
+    cfg = apply_overrides(cfg, extra + list(sets))
+    return dataclasses.replace(cfg, preset=f"ablate-{ab.name}")
+
+
+def arm_config(base: RunConfig, arm: Arm, seed: int) -> RunConfig:
+    """The base with the arm's switch applied; the seed sets model init and data order alike for every arm."""
+    return apply_overrides(base, _assign({**arm.overrides, "seed": seed}))
+
+
+# -- workers ---------------------------------------------------------------------------------------
+
+_worker: dict[str, Any] = {}  # the progress queue and stop event of a worker process
+
+
+def _init_worker(progress_queue, stop_event) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    _worker.update(queue=progress_queue, stop=stop_event)
+
+
+def _train_one(job: dict, on_step: Optional[Callable[[int, int], None]] = None,
+               stop: Optional[threading.Event] = None) -> dict:
+    """Train one arm x seed into job["path"]; return its extras (sample, causal val loss, health codes)."""
+    from . import probes
+    from .model import Transformer
+    from .session import TrainingSession
+
+    q, mp_stop = _worker.get("queue"), _worker.get("stop")
+    cfg = RunConfig.from_dict(job["config"])
+    session = TrainingSession.start(cfg, Path(job["path"]), overwrite=True)
+
+    def report(m) -> None:
+        if on_step is not None:
+            on_step(job["id"], m.step)
+        elif q is not None and (m.step % PROGRESS_EVERY == 0 or m.step == cfg.train.steps):
+            q.put((job["id"], m.step))
+
+    status = session.train(stop=stop or mp_stop, on_step=report)
+    trainer, model = session.trainer, session.trainer.model
+    causal_val = None
+    if status != "failed":
+        if model.cfg.causal:
+            causal_val = trainer.evaluate("val")
+        else:  # the same weights with the mask on: what generation, which cannot see the future, faces
+            masked = Transformer(dataclasses.replace(model.cfg, causal=True))
+            masked.load_state_dict(model.state_dict())
+            trainer.model, trainer.forward = masked, masked
+            causal_val = trainer.evaluate("val")
+            trainer.model, trainer.forward = model, model
+    sample = session.preview(SAMPLE_TOKENS) if status != "failed" else ""
+    metrics = session.run.metrics()
+    health = probes.health_checks(metrics, vocab_size=session.run.config.model.d_vocab, causal=model.cfg.causal)
+    return {
+        "id": job["id"], "arm": job["arm"], "seed": job["seed"], "path": job["path"], "status": status,
+        "message": session.message, "steps_done": session.step, "n_params": model.n_params(non_embedding=False),
+        "d_vocab": session.run.config.model.d_vocab, "causal_val_loss": causal_val, "sample": sample,
+        "health": sorted({w.code for w in health}), "elapsed": trainer.elapsed,
+    }
+
+
+@contextlib.contextmanager
+def _one_thread_env():
+    """Spawned workers inherit this environment: one OpenMP thread each (two spinning pools on two cores crawl)."""
+    old = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run_jobs(jobs: list[dict], workers: int, on_step: Callable[[int, int], None],
+              stop: Optional[threading.Event]) -> list[dict]:
+    if workers <= 1:  # in this process, with one thread for the duration, for the same numbers as the workers
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            results = []
+            for job in jobs:
+                if stop is not None and stop.is_set():
+                    break
+                results.append(_train_one(job, on_step=on_step, stop=stop))
+            return results
+        finally:
+            torch.set_num_threads(threads)
+    ctx = multiprocessing.get_context("spawn")
+    progress, mp_stop = ctx.Queue(), ctx.Event()
+    results = []
+    with _one_thread_env(), ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                                initargs=(progress, mp_stop)) as pool:
+        pending = {pool.submit(_train_one, job) for job in jobs}
+        try:
+            while pending:
+                with contextlib.suppress(queue_mod.Empty):
+                    job_id, step = progress.get(timeout=0.2)
+                    on_step(job_id, step)
+                if stop is not None and stop.is_set():
+                    mp_stop.set()
+                done = {f for f in pending if f.done()}
+                pending -= done
+                results += [f.result() for f in done]
+        except BaseException:
+            mp_stop.set()
+            for f in pending:
+                f.cancel()
+            raise
+    while True:  # the last progress messages
+        try:
+            on_step(*progress.get_nowait())
+        except (queue_mod.Empty, OSError, ValueError):
+            break
+    return results
+
+
+# -- results ---------------------------------------------------------------------------------------
+
+def _cost(cfg: RunConfig) -> float:
+    m = cfg.model
+    return cfg.train.steps * m.n_layers * m.d_model * (3 * m.d_model + m.n_ctx) + 1
+
+
+def arm_stats(arm: str, seed_metrics: dict[int, list[dict]], extras: dict[int, dict]) -> ArmStats:
+    """Numbers of one arm over seeds, from the runs' metrics (and each run's extras)."""
+    def at(ms, step):
+        return [m["loss"] for m in ms if m["step"] == step]
+
+    l1, l100, final, val, cval, failed = [], [], [], [], [], []
+    for seed, ms in sorted(seed_metrics.items()):
+        ex = extras.get(seed, {})
+        l1 += at(ms, 1)
+        l100 += at(ms, 100)
+        if ex.get("status") == "failed":
+            failed.append(f"seed {seed} at step {ex.get('steps_done')}")
+            continue
+        if ms:
+            tail = ms[-FINAL_WINDOW:]
+            final.append(sum(m["loss"] for m in tail) / len(tail))
+        vals = [m["val_loss"] for m in ms if m.get("val_loss") is not None]
+        if vals:
+            val.append(vals[-1])
+        if ex.get("causal_val_loss") is not None:
+            cval.append(ex["causal_val_loss"])
+    n_params = next((e["n_params"] for e in extras.values()), 0)
+    return ArmStats(arm, Stat(tuple(l1)), Stat(tuple(l100)), Stat(tuple(final)), Stat(tuple(val)),
+                    Stat(tuple(cval)), n_params, failed)
+
+
+@dataclass
+class AblationResult:
+    ablation: Ablation
+    out: Path
+    base: RunConfig
+    seeds: list[int]
+    runs: list[dict]  # the extras of each run, in arm then seed order
+    stats: dict[str, ArmStats]
+    verdict: tuple[str, str]
+    wall_s: float
+    workers: int
+    notes: list[str]
+
+    def metrics(self) -> dict[str, dict[int, list[dict]]]:
+        from .runs import Run
+
+        out: dict[str, dict[int, list[dict]]] = {}
+        for r in self.runs:
+            out.setdefault(r["arm"], {})[r["seed"]] = Run.open(Path(r["path"])).metrics()
+        return out
+
+
+def curves_csv(metrics: dict[str, dict[int, list[dict]]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["step", "arm", "seed", "loss", "val_loss"])
+    for arm, by_seed in metrics.items():
+        for seed, ms in sorted(by_seed.items()):
+            for m in ms:
+                w.writerow([m["step"], arm, seed, repr(m["loss"]),
+                            "" if m.get("val_loss") is None else repr(m["val_loss"])])
+    return buf.getvalue()
+
+
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+
+
+def loss_figure(metrics: dict[str, dict[int, list[dict]]], title: str, max_points: int = 300):
+    """Train loss per arm: mean over seeds with a min-max band; val loss dashed; log y.
+
+    metrics: arm -> seed -> metrics records. Long curves are thinned to about max_points steps
+    (the CSV keeps every step).
+    """
+    import numpy as np
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for i, (arm, by_seed) in enumerate(metrics.items()):
+        colour = COLOURS[i % len(COLOURS)]
+        rgb = tuple(int(colour[j:j + 2], 16) for j in (1, 3, 5))
+        n = max((len(ms) for ms in by_seed.values()), default=0)
+        if n == 0:
+            continue
+        loss = np.full((len(by_seed), n), np.nan)
+        for r, ms in enumerate(by_seed.values()):
+            loss[r, :len(ms)] = [m["loss"] for m in ms]
+        steps = np.arange(1, n + 1)
+        keep = np.unique(np.r_[np.arange(0, n, max(1, math.ceil(n / max_points))), n - 1])
+        x, lo, hi, mean = steps[keep], np.nanmin(loss, 0)[keep], np.nanmax(loss, 0)[keep], np.nanmean(loss, 0)[keep]
+        fig.add_trace(go.Scatter(x=np.r_[x, x[::-1]], y=np.r_[hi, lo[::-1]], fill="toself", mode="none",
+                                 fillcolor=f"rgba({rgb[0]},{rgb[1]},{rgb[2]},0.18)", legendgroup=arm,
+                                 showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=x, y=mean, mode="lines", line=dict(color=colour, width=1.5), name=arm,
+                                 legendgroup=arm))
+        vals: dict[int, list[float]] = {}
+        for ms in by_seed.values():
+            for m in ms:
+                if m.get("val_loss") is not None:
+                    vals.setdefault(m["step"], []).append(m["val_loss"])
+        if vals:
+            vs = sorted(vals)
+            fig.add_trace(go.Scatter(x=vs, y=[sum(vals[s]) / len(vals[s]) for s in vs], mode="lines+markers",
+                                     line=dict(color=colour, dash="dash", width=1.5), marker=dict(size=5),
+                                     name=f"{arm} (val)", legendgroup=arm))
+    fig.update_layout(title=title, xaxis_title="step", yaxis_title="loss (nats, log scale)", yaxis_type="log",
+                      template="plotly_white", width=900, height=520, legend=dict(font=dict(size=11)))
+    return fig
+
+
+def write_figure(fig, stem: Path) -> list[str]:
+    """stem.html (self-contained), .svg and .png; returns notes for anything that could not be written."""
+    notes = []
+    fig.write_html(str(stem.with_suffix(".html")), include_plotlyjs=True)
+    for ext in ("svg", "png"):
+        try:
+            fig.write_image(str(stem.with_suffix(f".{ext}")), format=ext, scale=1 if ext == "svg" else 1.5)
+        except Exception as e:  # kaleido needs a Chrome/Chromium; HTML and CSV do not
+            notes.append(f"no {ext.upper()} written ({type(e).__name__}: {str(e).splitlines()[0][:160]}).")
+    return notes
+
+
+def _describe(cfg: RunConfig) -> str:
+    m, t, d = cfg.model, cfg.train, cfg.data
+    return (f"{m.n_layers} layers, {m.n_heads} heads, d_model {m.d_model}, d_ff {m.ff_size}, n_ctx {m.n_ctx}, "
+            f"{m.pos_emb} positions, {m.norm_position}-{m.norm}, {m.mlp}, init {m.init}, tied {m.tie_embeddings}; "
+            f"batch {t.batch_size}, lr {t.lr:g}, warmup {t.warmup_steps}, cosine to {t.min_lr_ratio:g}x, "
+            f"{t.steps} steps; corpus {d.corpus}" + (f" ({d.corpus_chars:,} chars)" if "/" not in d.corpus else "")
+            + f", {d.tokenizer} tokenizer")
+
+
+def summary_markdown(res: AblationResult) -> str:
+    ab = res.ablation
+    diffs = {arm.name: arm_config(res.base, arm, 0).diff(arm_config(res.base, ab.arms[0], 0)) for arm in ab.arms}
+    label, line = res.verdict
+    vocab = res.runs[0]["d_vocab"] if res.runs else "?"
+    out = [
+        f"# Ablation `{ab.name}`", "",
+        f"**Claim.** {ab.claim}", "",
+        f"**Verdict: {label}.** {line}", "",
+        f"Rule: {ab.rule}", "",
+        f"Base: {_describe(res.base)}, vocab {vocab}. Seeds {', '.join(map(str, res.seeds))} (each seed fixes "
+        f"the init and the data order of every arm). {len(res.runs)} runs on {res.workers} worker(s), one thread "
+        f"each; {res.wall_s:.0f} s wall.", "",
+        "Arms (fields that differ from the first arm):", "",
+    ]
+    for arm in ab.arms:
+        d = diffs[arm.name]
+        out.append(f"- `{arm.name}`: " + (", ".join(f"{k}={v[0]!r}" for k, v in d.items()) or "the base"))
+    if ab.note:
+        out += ["", ab.note]
+    causal = ab.name == "causal"
+    head = ["arm", "params", "loss @1", "loss @100", f"final (mean of last {FINAL_WINDOW})", "val loss (final)"]
+    head += ["val loss, causal eval", "health flags"] if causal else []
+    out += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    flags = {}
+    for r in res.runs:
+        flags.setdefault(r["arm"], set()).update(r["health"])
+    for arm in ab.arms:
+        s = res.stats[arm.name]
+        row = [f"`{arm.name}`", f"{s.n_params:,}", s.loss_1.fmt(), s.loss_100.fmt(), s.final.fmt(), s.val.fmt()]
+        if causal:
+            row += [s.causal_val.fmt(), ", ".join(sorted(flags.get(arm.name, ()))) or "none"]
+        if s.failed:
+            row[0] += f" (NaN: {'; '.join(s.failed)})"
+        out.append("| " + " | ".join(row) + " |")
+    out += ["", f"Numbers are mean ± half the min–max range over {len(res.seeds)} seed(s), in nats. "
+                "Curves: `curves.csv`; figure: `loss.svg` / `loss.png` / `loss.html`."]
+    if causal:
+        out += ["", "Greedy samples (seed 0, continuing the start of the probe prompt):", ""]
+        for r in res.runs:
+            if r["seed"] == res.seeds[0]:
+                out += [f"- `{r['arm']}`:", "", "  ```", *("  " + ln for ln in r["sample"].splitlines()), "  ```"]
+    if res.notes:
+        out += ["", "Notes: " + " ".join(res.notes)]
+    return "\n".join(out) + "\n"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+def run_ablation(name: str, seeds: Optional[int] = None, steps: Optional[int] = None, corpus: Optional[str] = None,
+                 workers: Optional[int] = None, out: Optional[Path] = None, sets: tuple[str, ...] | list[str] = (),
+                 on_progress: Optional[Callable[[int, int], None]] = None,
+                 stop: Optional[threading.Event] = None) -> AblationResult:
+    """Train every arm x seed of a preset and write runs, curves, figure and summary into out.
+
+    on_progress(done_steps, total_steps) is called from this thread as workers report.
+    """
+    ab = get(name)
+    n_seeds = ab.seeds if seeds is None else seeds
+    if n_seeds < 1:
+        raise ValueError(f"--seeds {n_seeds} must be at least 1.")
+    workers = min(2, os.cpu_count() or 1) if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"--workers {workers} must be at least 1.")
+    base = base_config(ab, steps, corpus, sets)
+    if "/" in base.data.corpus or base.data.corpus.endswith(".txt"):
+        from .data import load_corpus
+
+        load_corpus(base.data)  # a bad path fails here, in one sentence, before any worker starts
+    out = Path(out or f"checkpoints/ablate-{ab.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    seed_list = [base.train.seed + k for k in range(n_seeds)]
+    jobs = []
+    for arm in ab.arms:
+        for seed in seed_list:
+            cfg = arm_config(base, arm, seed)
+            jobs.append({"id": len(jobs), "arm": arm.name, "seed": seed, "config": cfg.to_dict(),
+                         "path": str(out / f"{_safe(arm.name)}-seed{seed}"), "cost": _cost(cfg)})
+    total = sum(j["config"]["train"]["steps"] for j in jobs)
+    done_by_job: dict[int, int] = {}
+
+    def on_step(job_id: int, step: int) -> None:
+        done_by_job[job_id] = step
+        if on_progress is not None:
+            on_progress(sum(done_by_job.values()), total)
+
+    t0 = time.perf_counter()
+    order = sorted(jobs, key=lambda j: -j["cost"])  # longest first, so the workers finish together
+    results = {r["id"]: r for r in _run_jobs(order, min(workers, len(jobs)), on_step, stop)}
+    wall = time.perf_counter() - t0
+    runs = [results[j["id"]] for j in jobs if j["id"] in results]
+    if len(runs) < len(jobs):
+        raise ValueError(f"the ablation was stopped after {len(runs)} of {len(jobs)} runs; nothing was summarised.")
+    if stop is not None and stop.is_set():
+        raise ValueError("the ablation was stopped before every run finished; nothing was summarised.")
+    res = AblationResult(ab, out, base, seed_list, runs, {}, ("", ""), wall, min(workers, len(jobs)), [])
+    metrics = res.metrics()
+    extras = {arm: {r["seed"]: r for r in runs if r["arm"] == arm} for arm in metrics}
+    res.stats = {arm.name: arm_stats(arm.name, metrics[arm.name], extras[arm.name]) for arm in ab.arms}
+    try:
+        res.verdict = ab.verdict(res.stats)
+    except (ZeroDivisionError, KeyError, ValueError) as e:  # e.g. every seed of an arm hit NaN
+        res.verdict = ("undecided", f"the rule could not be applied ({type(e).__name__}: {e}).")
+    (out / "curves.csv").write_text(curves_csv(metrics), encoding="utf-8")
+    fig = loss_figure(metrics, f"{ab.name}: train loss (mean, min-max over {n_seeds} seeds), val dashed — "
+                               f"{Path(base.data.corpus).name}")
+    res.notes += write_figure(fig, out / "loss")
+    (out / "ablation.json").write_text(json.dumps({
+        "preset": ab.name, "claim": ab.claim, "rule": ab.rule, "verdict": list(res.verdict), "seeds": seed_list,
+        "base": base.to_dict(), "wall_s": wall, "workers": res.workers, "runs": runs,
+        "stats": {k: dataclasses.asdict(v) for k, v in res.stats.items()},
+    }, indent=1), encoding="utf-8")
+    (out / "summary.md").write_text(summary_markdown(res), encoding="utf-8")
+    return res
