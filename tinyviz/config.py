@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, Optional, get_type_hints
+from typing import Any, Optional, get_args, get_type_hints
 
 CHOICES = {
     "pos_emb": ("learned", "sinusoidal", "rope", "none"),
@@ -277,26 +277,23 @@ def preset(name: str) -> RunConfig:
 
 
 def _parse_value(raw: str, annotation: Any, name: str) -> Any:
+    """Turn the text of ``--set name=raw`` into the field's type (bool, int, float, str, Optional)."""
     text = raw.strip()
-    optional = "Optional" in str(annotation) or "None" in str(annotation)
-    if optional and text.lower() in ("none", "null", ""):
+    args = get_args(annotation)
+    base = next(a for a in args if a is not type(None)) if args else annotation
+    if type(None) in args and text.lower() in ("none", "null", ""):
         return None
-    base = str(annotation).replace("Optional[", "").rstrip("]")
-    try:
-        if "bool" in base:
-            lowered = text.lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if "int" in base:
-            return int(text)
-        if "float" in base:
-            return float(text)
-    except ValueError:
-        kind = "on/off" if "bool" in base else base.split(".")[-1]
-        raise ValueError(f"{name}={raw!r} is not a valid {kind} value.") from None
+    if base is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{name}={raw!r} is not a valid on/off value; use on or off.")
+    if base in (int, float):
+        try:
+            return base(text)
+        except ValueError:
+            raise ValueError(f"{name}={raw!r} is not a valid {base.__name__} value.") from None
     return text
 
 

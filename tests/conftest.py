@@ -1,0 +1,16 @@
+import pytest
+
+from tinyviz.config import apply_overrides, preset
+
+TINY = [
+    "n_layers=2", "n_heads=2", "d_model=32", "d_ff=64", "n_ctx=32",
+    "batch_size=8", "steps=40", "warmup_steps=5", "lr=3e-3",
+    "eval_interval=20", "eval_batches=2", "snapshot_interval=20", "checkpoint_interval=20",
+    "corpus_chars=20000",
+]
+
+
+@pytest.fixture
+def tiny_cfg():
+    """A config that trains 40 steps in about a second."""
+    return apply_overrides(preset("micro"), TINY)

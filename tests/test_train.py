@@ -1,0 +1,97 @@
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from tinyviz.config import TrainConfig, apply_overrides
+from tinyviz.data import TokenData, build_tokenizer, load_corpus
+from tinyviz.train import NonFiniteLoss, Trainer, lr_at
+
+
+def make_trainer(cfg):
+    text = load_corpus(cfg.data)
+    tok = build_tokenizer(text, cfg.data)
+    model_cfg = dataclasses.replace(cfg.model, d_vocab=tok.vocab_size)
+    return Trainer(model_cfg, cfg.train, TokenData.from_text(text, tok, cfg.data.val_fraction))
+
+
+def losses(trainer, n):
+    return [trainer.step().loss for _ in range(n)]
+
+
+def test_same_seed_and_config_give_a_bit_identical_curve(tiny_cfg):
+    cfg = apply_overrides(tiny_cfg, ["dropout=0.1"])  # dropout draws random numbers too
+    a, b = losses(make_trainer(cfg), 15), losses(make_trainer(cfg), 15)
+    assert a == b
+    c = losses(make_trainer(apply_overrides(cfg, ["seed=1"])), 15)
+    assert a != c
+
+
+def test_a_single_batch_overfits(tiny_cfg):
+    trainer = make_trainer(apply_overrides(tiny_cfg, ["steps=150", "warmup_steps=0", "lr=1e-2", "weight_decay=0"]))
+    batch = trainer.data.get_batch("train", 8, trainer.model_cfg.n_ctx, torch.Generator().manual_seed(0))
+    trainer.data.get_batch = lambda *args, **kw: batch
+    first = trainer.step().loss
+    for _ in range(148):
+        last = trainer.step().loss
+    assert first > 3.0 and last < 0.3 * first
+
+
+def test_metrics_record_has_everything_the_views_need(tiny_cfg):
+    trainer = make_trainer(tiny_cfg)
+    m = trainer.step()
+    assert m.step == 1 and m.loss > 0 and m.tokens_per_s > 0 and m.elapsed > 0
+    assert len(m.grad_norm_layers) == tiny_cfg.model.n_layers
+    assert set(m.grad_norm_groups) == {"embed", "attn", "mlp", "norm", "unembed"}
+    # the parts add up to the whole: sum of squared group norms = total squared norm
+    assert math.isclose(sum(v * v for v in m.grad_norm_groups.values()), m.grad_norm**2, rel_tol=1e-4)
+    assert abs(m.loss - math.log(trainer.model_cfg.d_vocab)) < 0.3  # gpt init starts near uniform
+
+
+def test_weight_decay_only_on_matrices(tiny_cfg):
+    trainer = make_trainer(tiny_cfg)
+    decay, no_decay = trainer.optimizer.param_groups
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
+    assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == tiny_cfg.train.weight_decay
+    assert trainer.n_decay + trainer.n_no_decay == trainer.model.n_params(non_embedding=False)
+
+
+def test_warmup_then_cosine_to_the_floor():
+    cfg = TrainConfig(steps=100, warmup_steps=10, lr=1.0, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(55, cfg) == pytest.approx(0.55)
+    assert lr_at(100, cfg) == pytest.approx(0.1)
+    lrs = [lr_at(s, cfg) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_gradient_clipping_bounds_the_update(tiny_cfg):
+    trainer = make_trainer(apply_overrides(tiny_cfg, ["grad_clip=1e-3"]))
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    m = trainer.step()
+    assert m.grad_norm > 1e-3  # reported before clipping
+    after = dict(trainer.model.named_parameters())
+    assert any(not torch.equal(before[n], after[n]) for n in before)
+
+
+def test_nan_loss_stops_with_a_diagnosis_and_leaves_the_weights(tiny_cfg):
+    trainer = make_trainer(tiny_cfg)
+    trainer.step()
+    good = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    real = trainer.loss_on
+    trainer.loss_on = lambda x, y: real(x, y) * float("nan")
+    with pytest.raises(NonFiniteLoss, match=r"loss became nan at step 2.*weights from step 1 are kept.*learning rate"):
+        trainer.step()
+    assert trainer.step_count == 1
+    for n, p in trainer.model.named_parameters():
+        assert torch.equal(p, good[n])
+
+
+def test_evaluate_is_repeatable_and_does_not_disturb_training(tiny_cfg):
+    a, b = make_trainer(tiny_cfg), make_trainer(tiny_cfg)
+    a.step()
+    b.step()
+    assert a.evaluate() == a.evaluate()
+    assert a.step().loss == b.step().loss  # the evaluation drew nothing from the training RNGs
