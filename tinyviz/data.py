@@ -338,10 +338,16 @@ class TokenData:
     def check_fits(self, n_ctx: int, batch_size: int) -> None:
         """``CorpusError`` unless both splits hold at least one example of ``n_ctx + 1`` tokens.
 
-        ``batch_size`` needs no more data: examples are drawn with replacement.
+        Examples are drawn with replacement, but a batch larger than the number of distinct training
+        windows only repeats them, so that is refused too.
         """
         for split in ("train", "val"):
             self._check_split(split, n_ctx)
+        windows = len(self.train) - n_ctx
+        if batch_size > windows:
+            raise CorpusError(f"batch_size={batch_size} is larger than the {windows} distinct training examples "
+                              f"of n_ctx={n_ctx} tokens in the corpus; use batch_size={windows} or less, "
+                              "or a longer text.")
 
     def get_batch(self, split: str, batch_size: int, n_ctx: int,
                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -66,10 +66,27 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise _write_error(path, e) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        _discard(tmp)
     _fsync_dir(path.parent)
+
+
+def _discard(tmp: Path) -> None:
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _write_error(path: Path, e: Exception) -> "RunError":
+    """A failed write as a sentence; the file it would have replaced is untouched (writes are atomic)."""
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)[:120]
+    return RunError(
+        f"could not write {path.parent.name}/{path.name} ({reason}); the previous version is unchanged. "
+        "Free some disk space or check that the folder is writable, then resume the run."
+    )
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -84,15 +101,16 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: 
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as e:
+        raise _write_error(path, e) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        _discard(tmp)
     _fsync_dir(path.parent)
 
 
 def check_run_name(name: str) -> str:
     """A run name that is a single safe folder name, or RunError."""
-    if not _NAME_OK.match(name or ""):
+    if not isinstance(name, str) or not _NAME_OK.fullmatch(name):  # fullmatch: "$" alone lets "x\n" through
         raise RunError(
             f"run name {name!r} is not allowed; use 1-80 letters, digits, '.', '_' or '-', starting with a letter or digit."
         )
@@ -170,9 +188,8 @@ class Run:
         except (TypeError, ValueError) as e:
             raise RunError(f"{path.name}/config.json has an invalid configuration: {e}") from None
         meta = {k: v for k, v in raw.items() if k not in ("model", "train", "data", "preset")}
-        run = cls(path, config, meta)
-        run._finish_interrupted_checkpoint()
-        return run
+        # No checkpoint repair here: a reader must not touch files a training thread may be writing.
+        return cls(path, config, meta)
 
     # -- tokenizer and weights -------------------------------------------------------------
     def tokenizer(self):
@@ -220,7 +237,10 @@ class Run:
         atomic_save_tensors(self.path / _NEXT_STATE, train_state, meta)
         weights = {n: p.detach().cpu() for n, p in model.named_parameters()}
         atomic_save_tensors(self.path / MODEL, weights, meta)
-        os.replace(self.path / _NEXT_STATE, self.path / TRAIN_STATE)
+        try:
+            os.replace(self.path / _NEXT_STATE, self.path / TRAIN_STATE)
+        except OSError as e:
+            raise _write_error(self.path / TRAIN_STATE, e) from None
         _fsync_dir(self.path)
         self.write_state(step=step, elapsed=elapsed, status=status, message=message)
 
@@ -242,6 +262,8 @@ class Run:
             nxt.unlink(missing_ok=True)
 
     def load_train_state(self) -> tuple[dict[str, torch.Tensor], int]:
+        """The optimizer state matching model.safetensors; only the run's (single) writer calls this."""
+        self._finish_interrupted_checkpoint()
         tensors, metadata = _read_tensors(self.path / TRAIN_STATE, "optimizer state to resume from")
         return tensors, int(metadata.get("step", -1))
 
@@ -344,3 +366,119 @@ def list_runs(root: Path = Path("checkpoints")) -> list[Run]:
             except RunError:
                 continue
     return runs
+
+
+# -- importing a run someone sent as a zip -------------------------------------------------------
+MAX_IMPORT_BYTES = 500_000_000  # all files of an imported run together, uncompressed
+MAX_IMPORT_ENTRIES = 2000
+MAX_COMPRESSION_RATIO = 200  # JSON and weights compress far less; more than this is a zip bomb
+_IMPORT_FILES = {CONFIG, TOKENIZER, MODEL, TRAIN_STATE, STATE, METRICS}
+_SNAPSHOT_NAME = re.compile(r"^snapshots/step_\d{7}\.safetensors$")
+
+
+def _import_member_name(info, prefix: str) -> Optional[str]:
+    """The run-relative name of a zip entry (None for a folder entry), or RunError if it is not allowed."""
+    import stat
+
+    raw = info.filename
+    if "\\" in raw or raw.startswith("/") or re.match(r"^[A-Za-z]:", raw) or ".." in raw.split("/"):
+        raise RunError(f"the zip entry {raw!r} points outside the run folder; the zip is not a tinyviz run "
+                       "and was not imported.")
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise RunError(f"the zip entry {raw!r} is a symbolic link; a run holds plain files only, so the zip "
+                       "was not imported.")
+    name = raw[len(prefix):] if prefix and raw.startswith(prefix) else raw
+    if info.is_dir():
+        if name.rstrip("/") in ("", SNAPSHOTS):
+            return None
+    elif name in _IMPORT_FILES or _SNAPSHOT_NAME.match(name):
+        return name
+    allowed = ", ".join(sorted(_IMPORT_FILES))
+    raise RunError(f"the zip holds {raw!r}, which is not part of a tinyviz run (allowed: {allowed}, "
+                   "snapshots/step_NNNNNNN.safetensors); weights load only from safetensors, so nothing "
+                   "was imported.")
+
+
+def import_run_zip(source, root: Path, name: Optional[str] = None) -> "Run":
+    """Unpack a run zip (a path, bytes or a binary file object) into ``root/name`` after checking it.
+
+    Refused with a RunError, before anything is written to ``root``: absolute or ``..`` paths,
+    symbolic links, files that are not part of a run (so no pickle ever lands), duplicate entries,
+    oversized or suspiciously compressed entries (declared sizes are checked first, actual bytes
+    while extracting), and a config, tokenizer or weights that do not load. The run folder only
+    appears, by one rename, once all of that has passed.
+    """
+    import io
+    import shutil
+    import tempfile
+    import zipfile
+    import zlib
+
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(source)
+    try:
+        zf = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise RunError(f"the file is not a readable zip archive ({e}); export the run again and retry.") from None
+    root = Path(root)
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_IMPORT_ENTRIES:
+            raise RunError(f"the zip has {len(infos)} entries, more than a run ever holds ({MAX_IMPORT_ENTRIES}).")
+        files = [i for i in infos if not i.is_dir()]
+        # A zip of the folder (``my-run/config.json``) or of its contents (``config.json``) both work.
+        tops = {i.filename.split("/", 1)[0] for i in infos}
+        prefix = ""
+        if len(tops) == 1 and all("/" in i.filename for i in files):
+            top = tops.pop()
+            if f"{top}/{CONFIG}" in {i.filename for i in files}:
+                prefix = f"{top}/"
+        names: dict[str, Any] = {}
+        total = 0
+        for info in infos:
+            rel = _import_member_name(info, prefix)
+            if rel is None:
+                continue
+            if rel in names:
+                raise RunError(f"the zip holds {rel!r} twice; it was not made by tinyviz and was not imported.")
+            names[rel] = info
+            total += info.file_size
+            if info.file_size > MAX_IMPORT_BYTES or total > MAX_IMPORT_BYTES:
+                raise RunError(f"the zip unpacks to more than {MAX_IMPORT_BYTES / 1e6:g} MB, more than a tiny "
+                               "run needs; it was not imported.")
+            if info.file_size > 1_000_000 and info.file_size > MAX_COMPRESSION_RATIO * max(1, info.compress_size):
+                raise RunError(f"the zip entry {info.filename!r} expands {info.file_size // max(1, info.compress_size)} "
+                               "times, which is what a zip bomb does; it was not imported.")
+        if CONFIG not in names:
+            raise RunError("the zip has no config.json, so it is not a tinyviz run; export the run folder as a zip.")
+        name = check_run_name(name or (prefix.rstrip("/") if prefix else "imported-run"))
+        target = root / name
+        if target.exists():
+            raise RunError(f"a run named {name!r} already exists; rename or delete it first, or import under "
+                           "another name.")
+        root.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
+        tmp = scratch / name  # so any message about its files names the run, not the scratch folder
+        try:
+            written = 0
+            for rel, info in names.items():
+                dest = tmp / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(dest, "wb") as out:
+                    while chunk := src.read(1 << 20):
+                        written += len(chunk)
+                        if written > total:  # more bytes than the entries declared
+                            raise RunError("the zip holds more data than its entries declare; it was not imported.")
+                        out.write(chunk)
+            run = Run.open(tmp)
+            run.tokenizer()
+            if run.has_weights():
+                run.load_model()
+            os.replace(tmp, target)
+        except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as e:
+            raise RunError(f"the zip is damaged or encrypted ({str(e)[:80]}); export the run again and retry.") from None
+        except OSError as e:
+            raise _write_error(target, e) from None
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return Run.open(target)
