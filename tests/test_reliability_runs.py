@@ -572,3 +572,27 @@ def test_stop_from_another_thread_at_a_random_moment(tmp_path):
     run = Run.open(tmp_path / "r")
     assert run.weights_step() == s.step and run.load_train_state()[1] == s.step
     assert [m["step"] for m in run.metrics()] == list(range(1, s.step + 1))
+
+
+def test_run_zip_skips_what_zip_tools_add_and_can_pick_a_free_name(tmp_path, trained):
+    data = zip_of(trained, prefix="shared/", extra={"__MACOSX/shared/._config.json": b"\x00\x05",
+                                                     "shared/.DS_Store": b"\x00\x00\x00\x01Bud1"})
+    a = import_run_zip(data, tmp_path / "runs", unique=True)
+    b = import_run_zip(data, tmp_path / "runs", unique=True)
+    assert (a.name, b.name) == ("shared", "shared-2")
+    assert sorted(p.name for p in a.path.iterdir()) == sorted(p.name for p in trained.iterdir())
+
+
+def test_the_apps_zip_upload_uses_the_same_checks(tmp_path, trained):
+    """The sidebar's uploader (tinyviz.ui.uploads) delegates to import_run_zip: one implementation."""
+    from tinyviz.ui.uploads import UploadError, extract_run_zip
+
+    marker = tmp_path / "ran"
+    run, notes = extract_run_zip(zip_of(trained), tmp_path / "runs", "my run.zip")
+    assert run.name == "my-run" and notes == []
+    for extra, match in [({"../escaped.json": b"{}"}, "points outside the run folder"),
+                         ({"model.pt": payload_bytes(marker, "pt")}, "not part of a tinyviz run")]:
+        with pytest.raises(UploadError, match=f"^evil.zip: .*{match}"):
+            extract_run_zip(zip_of(trained, extra=extra), tmp_path / "runs", "evil.zip")
+    assert not marker.exists() and not (tmp_path / "escaped.json").exists()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["my-run"]

@@ -374,6 +374,11 @@ MAX_IMPORT_ENTRIES = 2000
 MAX_COMPRESSION_RATIO = 200  # JSON and weights compress far less; more than this is a zip bomb
 _IMPORT_FILES = {CONFIG, TOKENIZER, MODEL, TRAIN_STATE, STATE, METRICS}
 _SNAPSHOT_NAME = re.compile(r"^snapshots/step_\d{7}\.safetensors$")
+_JUNK = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}  # what zip tools add; skipped, never extracted
+
+
+def _is_junk(filename: str) -> bool:
+    return any(part in _JUNK for part in filename.split("/"))
 
 
 def _import_member_name(info, prefix: str) -> Optional[str]:
@@ -387,6 +392,8 @@ def _import_member_name(info, prefix: str) -> Optional[str]:
     if stat.S_ISLNK(info.external_attr >> 16):
         raise RunError(f"the zip entry {raw!r} is a symbolic link; a run holds plain files only, so the zip "
                        "was not imported.")
+    if _is_junk(raw):
+        return None
     name = raw[len(prefix):] if prefix and raw.startswith(prefix) else raw
     if info.is_dir():
         if name.rstrip("/") in ("", SNAPSHOTS):
@@ -399,8 +406,12 @@ def _import_member_name(info, prefix: str) -> Optional[str]:
                    "was imported.")
 
 
-def import_run_zip(source, root: Path, name: Optional[str] = None) -> "Run":
+def import_run_zip(source, root: Path, name: Optional[str] = None, *, fallback_name: str = "imported-run",
+                   unique: bool = False) -> "Run":
     """Unpack a run zip (a path, bytes or a binary file object) into ``root/name`` after checking it.
+
+    The name is ``name``, else the folder the zip holds the run in, else ``fallback_name``; with
+    ``unique`` a taken name gets ``-2``, ``-3``... instead of being refused.
 
     Refused with a RunError, before anything is written to ``root``: absolute or ``..`` paths,
     symbolic links, files that are not part of a run (so no pickle ever lands), duplicate entries,
@@ -425,9 +436,9 @@ def import_run_zip(source, root: Path, name: Optional[str] = None) -> "Run":
         infos = zf.infolist()
         if len(infos) > MAX_IMPORT_ENTRIES:
             raise RunError(f"the zip has {len(infos)} entries, more than a run ever holds ({MAX_IMPORT_ENTRIES}).")
-        files = [i for i in infos if not i.is_dir()]
+        files = [i for i in infos if not i.is_dir() and not _is_junk(i.filename)]
         # A zip of the folder (``my-run/config.json``) or of its contents (``config.json``) both work.
-        tops = {i.filename.split("/", 1)[0] for i in infos}
+        tops = {i.filename.split("/", 1)[0] for i in infos if not _is_junk(i.filename)}
         prefix = ""
         if len(tops) == 1 and all("/" in i.filename for i in files):
             top = tops.pop()
@@ -451,8 +462,13 @@ def import_run_zip(source, root: Path, name: Optional[str] = None) -> "Run":
                                "times, which is what a zip bomb does; it was not imported.")
         if CONFIG not in names:
             raise RunError("the zip has no config.json, so it is not a tinyviz run; export the run folder as a zip.")
-        name = check_run_name(name or (prefix.rstrip("/") if prefix else "imported-run"))
+        name = check_run_name(name or (prefix.rstrip("/") if prefix else fallback_name))
         target = root / name
+        for n in range(2, 1000):
+            if not (unique and target.exists()):
+                break
+            target = root / check_run_name(f"{name[:70]}-{n}")
+        name = target.name
         if target.exists():
             raise RunError(f"a run named {name!r} already exists; rename or delete it first, or import under "
                            "another name.")
