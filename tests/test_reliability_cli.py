@@ -107,7 +107,7 @@ def test_corpus_larger_than_the_limit_says_the_limit(capsys, tmp_path):
     with open(big, "wb") as f:  # sparse: 50 MB + 1 byte without writing them
         f.truncate(50_000_001)
     rc, _, err = train(capsys, tmp_path, corpus=big)
-    one_sentence(rc, err, "big.txt", "over the 50 MB limit", "use a smaller file")
+    one_sentence(rc, err, "big.txt", "(50,000,001 bytes), over the 50 MB limit", "use a smaller file")
 
 
 def test_corpus_is_a_directory(capsys, tmp_path):

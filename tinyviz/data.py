@@ -281,7 +281,7 @@ def load_text(path) -> str:
         raise CorpusError(f"{source} is a folder, not a file; give the path to a .txt file.")
     size = p.stat().st_size
     if size > MAX_CORPUS_BYTES:
-        raise CorpusError(f"{source} is {_megabytes(size)}, over the {_megabytes(MAX_CORPUS_BYTES)} limit "
+        raise CorpusError(f"{source} is {_megabytes(size)} ({size:,} bytes), over the {_megabytes(MAX_CORPUS_BYTES)} limit "
                           f"for a corpus; use a smaller file or cut it down.")
     try:
         data = p.read_bytes()
