@@ -1,0 +1,38 @@
+"""What every page does first: page config, the navigation links and the shared sidebar.
+
+The app keeps its pages in ``pages/``, which puts Streamlit in its file-per-page mode: a page's
+URL runs that file alone, not app.py. So each page (app.py included) calls ``setup()`` itself,
+and the built-in page list is hidden (client.showSidebarNavigation = false) in favour of ours.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle torch threads sleep instead of spinning
+
+import streamlit as st
+
+from tinyviz.ui import sidebar
+
+HOME = "app.py"
+PAGES = {
+    "Train": ("pages/train.py", ":material/model_training:", "train a model live: loss, gradients, health, samples"),
+    "Heads": ("pages/heads.py", ":material/grid_view:", "click any head to see its attention; replay how it formed"),
+    "Predictions": ("pages/predictions.py", ":material/format_list_numbered:",
+                    "top-k next tokens, per-token loss and the logit lens"),
+    "Sample": ("pages/sample.py", ":material/edit_note:", "generate text with temperature, top-k, top-p and a seed"),
+    "Compare": ("pages/compare.py", ":material/compare_arrows:", "overlay runs, diff configs, launch an A/B ablation"),
+}
+
+
+def setup(title: str) -> None:
+    """Page config, the navigation and the run picker; call first on every page."""
+    st.set_page_config(page_title=f"{title} · tinyviz", page_icon=":material/grid_view:", layout="wide")
+    with st.sidebar:
+        st.page_link(HOME, label="Home", icon=":material/home:")
+        for name, (path, icon, _) in PAGES.items():
+            st.page_link(path, label=name, icon=icon)
+        st.divider()
+    sidebar.run_picker()
+    sidebar.bundle_box()

@@ -1,0 +1,109 @@
+"""The sidebar every page shares: the run picker, a zipped-run upload, the write-up bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from tinyviz import export
+from tinyviz.runs import Run, RunError
+from tinyviz.ui import loaders, state
+from tinyviz.ui.registry import registry
+from tinyviz.ui.uploads import UploadError, extract_run_zip
+
+
+def _label(run_id: str) -> str:
+    try:
+        s = loaders.open_run(run_id).summary()
+    except RunError:
+        return f"{Path(run_id).name} (unreadable)"
+    job = registry().get(run_id)
+    status = "training" if job is not None and job.alive else s["status"]
+    return f"{s['name']} · step {s['step']}/{s['steps']} · {status}"
+
+
+def _on_pick() -> None:
+    state.set_run(st.session_state[state.RUN_PICKER])
+
+
+def _on_upload() -> None:
+    file = st.session_state.get(state.UPLOAD)
+    if file is None:
+        return
+    try:
+        run, notes = extract_run_zip(file.getvalue(), loaders.runs_root(), file.name)
+    except (UploadError, RunError) as e:
+        state.put(state.UPLOAD_MSG, ("error", f"Upload refused: {e}"))
+        return
+    state.set_run(str(run.path))
+    st.session_state[state.RUN_PICKER] = str(run.path)
+    msg = f"Added {run.name} from {file.name}." + (" " + "; ".join(notes).capitalize() + "." if notes else "")
+    state.put(state.UPLOAD_MSG, ("success", msg))
+
+
+def run_picker() -> None:
+    ids = loaders.run_ids()
+    current = state.get(state.RUN)
+    if current not in ids:
+        current = ids[0] if ids else None
+        if current:
+            state.set_run(current)
+    with st.sidebar:
+        st.markdown("### Run")
+        if not ids:
+            st.info(f"No runs in {loaders.runs_root()}/ yet. Train one on the Train page.")
+        else:
+            if st.session_state.get(state.RUN_PICKER) != current:
+                st.session_state[state.RUN_PICKER] = current
+            st.selectbox("Current run", ids, key=state.RUN_PICKER, format_func=_label, on_change=_on_pick,
+                         label_visibility="collapsed", help="the demo run, and every run folder in "
+                         f"{loaders.runs_root()}/")
+        st.file_uploader("Open a zipped run folder", type=["zip"], key=state.UPLOAD, on_change=_on_upload,
+                         help="a zip of one run folder (config.json, tokenizer.json, model.safetensors, ...)")
+        msg = state.get(state.UPLOAD_MSG)
+        if msg:
+            (st.error if msg[0] == "error" else st.success)(msg[1])
+        training = registry().running()
+        if training:
+            st.caption("Training now: " + ", ".join(Path(j.run_id).name for j in training))
+
+
+def bundle_box() -> None:
+    """The figures collected with 'Add to bundle', and a zip of them with CSVs and the run's config."""
+    items = state.get(state.BUNDLE, {})
+    with st.sidebar:
+        st.markdown("### Write-up bundle")
+        if not items:
+            st.caption("Add figures with their **Add to bundle** button; download them here as one zip "
+                       "(PNG, SVG, HTML, CSV and the run's config.json).")
+            return
+        for name in items:
+            st.caption(f"• {name}")
+        c1, c2 = st.columns(2)
+        if c1.button("Build zip", key="bundle_build", icon=":material/folder_zip:"):
+            with st.spinner("Rendering figures..."):
+                config = _current_config()
+                state.put(state.BUNDLE_ZIP, export.bundle([(n, f, d) for n, (f, d) in items.items()], config))
+        if c2.button("Clear", key="bundle_clear"):
+            state.put(state.BUNDLE, {})
+            state.put(state.BUNDLE_ZIP, None)
+            st.rerun()
+        built = state.get(state.BUNDLE_ZIP)
+        if built:
+            data, notes = built
+            st.download_button("Download bundle.zip", data=data, file_name="tinyviz-bundle.zip",
+                               mime="application/zip", key="bundle_download", on_click="ignore", type="primary")
+            for note in notes:
+                st.caption(note)
+
+
+def _current_config() -> dict | None:
+    run_id = state.get(state.RUN)
+    if not run_id:
+        return None
+    try:
+        run = Run.open(Path(run_id))
+        return {**run.meta, **run.config.to_dict()}
+    except RunError:
+        return None

@@ -1,0 +1,84 @@
+"""Every st.session_state key the app uses, in one place.
+
+Widgets that should keep their value across page switches are created with
+``persist_state="session"``. Keys that depend on the current run (prompts, the chosen
+head, the replay step) are listed in RUN_SCOPED and cleared when the run changes.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+# shared
+RUN = "run_id"  # the current run: its folder path as a string
+RUN_PICKER = "sidebar_run"  # the sidebar selectbox
+UPLOAD = "sidebar_upload"  # the run-zip uploader
+UPLOAD_MSG = "sidebar_upload_msg"  # (kind, sentence) of the last upload
+BUNDLE = "bundle"  # {figure name: (figure, dataframe)} chosen for the write-up bundle
+BUNDLE_ZIP = "bundle_zip"  # (zip bytes, notes) once built
+
+# Heads
+HEADS_PROMPT = "heads_prompt"
+HEADS_SOURCE = "heads_source"
+HEADS_STEP = "heads_step"
+HEADS_GRID = "heads_grid"  # the clickable grid chart's selection state
+HEAD_LAYER = "head_layer"
+HEAD_HEAD = "head_head"
+HEADS_ABLATE = "heads_ablate"
+
+# Predictions
+PRED_PROMPT = "pred_prompt"
+PRED_K = "pred_k"
+
+# Sample
+SAMPLE_PROMPT = "sample_prompt"
+SAMPLE_TEMP = "sample_temperature"
+SAMPLE_TOP_K = "sample_top_k"
+SAMPLE_TOP_P = "sample_top_p"
+SAMPLE_SEED = "sample_seed"
+SAMPLE_LEN = "sample_length"
+SAMPLE_STEP = "sample_step"
+
+# Train
+TRAIN_VIEW = "train_view"  # the run shown in the live panel
+TRAIN_LOG_Y = "train_log_y"
+TRAIN_PRESET = "train_preset"
+TRAIN_SOURCE = "train_source"
+TRAIN_MSG = "train_msg"  # (kind, sentence) after Start / Resume
+
+# Compare
+COMPARE_RUNS = "compare_runs"
+COMPARE_PROMPT = "compare_prompt"
+COMPARE_LOG_Y = "compare_log_y"
+AB_FIELD = "ab_field"
+AB_VALUE = "ab_value"
+AB_NAME = "ab_name"
+ABLATE_PRESET = "ablate_preset"  # the ablation panel (tinyviz/ui/ablate_panel.py)
+ABLATE_SEEDS = "ablate_seeds"  # suffixed with the preset name: each preset has its own default
+ABLATE_STEPS = "ablate_steps"
+ABLATE_CORPUS = "ablate_corpus"
+
+RUN_SCOPED = (HEADS_PROMPT, HEADS_STEP, HEADS_GRID, HEAD_LAYER, HEAD_HEAD, HEADS_ABLATE, PRED_PROMPT,
+              SAMPLE_PROMPT, SAMPLE_STEP, SAMPLE_TOP_K, COMPARE_PROMPT, AB_NAME)
+
+
+def get(key: str, default=None):
+    return st.session_state.get(key, default)
+
+
+def put(key: str, value) -> None:
+    st.session_state[key] = value
+
+
+def set_run(run_id: str) -> None:
+    """Make run_id current and forget what belonged to the previous run."""
+    if st.session_state.get(RUN) != run_id:
+        for key in RUN_SCOPED:
+            st.session_state.pop(key, None)
+    st.session_state[RUN] = run_id
+
+
+def default(key: str, value) -> None:
+    """Give a widget's key its starting value once (instead of value=, which would fight the state)."""
+    if key not in st.session_state:
+        st.session_state[key] = value
