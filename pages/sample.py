@@ -37,11 +37,10 @@ try:
     cfg = SampleConfig(max_new_tokens=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=int(seed))
     result = analysis.sample(run_id, loaders.weights_version(run_id), prompt, cfg)
 except ValueError as e:  # includes UnknownCharactersError and an empty prompt
-    message = str(e)
-    st.error(message[:1].upper() + message[1:])
+    st.error(widgets.sentence(e))
     st.stop()
 for notice in result.notices:
-    st.info(notice[:1].upper() + notice[1:])
+    st.info(widgets.sentence(notice))
 
 settings = f"T={temperature:g}, top-k={top_k or 'off'}, top-p={top_p:g}, seed={int(seed)}"
 st.caption(f"Generated with {settings}. Shading: the probability of each generated token under the distribution "

@@ -14,13 +14,19 @@ from tinyviz.ui.uploads import UploadError, extract_run_zip
 
 
 def _label(run_id: str) -> str:
+    """A label that stays the same while the run trains (the status goes in the caption below)."""
+    name = Path(run_id).name
+    return f"{name} (demo)" if Path(run_id) == loaders.demo_path() else name
+
+
+def _status(run_id: str) -> str:
     try:
         s = loaders.open_run(run_id).summary()
-    except RunError:
-        return f"{Path(run_id).name} (unreadable)"
+    except RunError as e:
+        return str(e)
     job = registry().get(run_id)
     status = "training" if job is not None and job.alive else s["status"]
-    return f"{s['name']} · step {s['step']}/{s['steps']} · {status}"
+    return f"step {s['step']} of {s['steps']} · {status} · {s['model']}"
 
 
 def _on_pick() -> None:
@@ -59,6 +65,7 @@ def run_picker() -> None:
             st.selectbox("Current run", ids, key=state.RUN_PICKER, format_func=_label, on_change=_on_pick,
                          label_visibility="collapsed", help="the demo run, and every run folder in "
                          f"{loaders.runs_root()}/")
+            st.caption(_status(current))
         st.file_uploader("Open a zipped run folder", type=["zip"], key=state.UPLOAD, on_change=_on_upload,
                          help="a zip of one run folder (config.json, tokenizer.json, model.safetensors, ...)")
         msg = state.get(state.UPLOAD_MSG)

@@ -50,16 +50,18 @@ TRAIN_MSG = "train_msg"  # (kind, sentence) after Start / Resume
 COMPARE_RUNS = "compare_runs"
 COMPARE_PROMPT = "compare_prompt"
 COMPARE_LOG_Y = "compare_log_y"
+COMPARE_PENDING = "compare_pending"  # runs to select on the next rerun (after an A/B launch)
+AB_MSG = "ab_msg"
 AB_FIELD = "ab_field"
-AB_VALUE = "ab_value"
-AB_NAME = "ab_name"
+AB_VALUE = "ab_value"  # prefix: one value box per switch
+AB_NAME = "ab_name"  # prefix: the name box is keyed by run, switch and value
 ABLATE_PRESET = "ablate_preset"  # the ablation panel (tinyviz/ui/ablate_panel.py)
 ABLATE_SEEDS = "ablate_seeds"  # suffixed with the preset name: each preset has its own default
 ABLATE_STEPS = "ablate_steps"
 ABLATE_CORPUS = "ablate_corpus"
 
 RUN_SCOPED = (HEADS_PROMPT, HEADS_STEP, HEADS_GRID, HEAD_LAYER, HEAD_HEAD, HEADS_ABLATE, PRED_PROMPT,
-              SAMPLE_PROMPT, SAMPLE_STEP, SAMPLE_TOP_K, COMPARE_PROMPT, AB_NAME)
+              SAMPLE_PROMPT, SAMPLE_STEP, SAMPLE_TOP_K, COMPARE_PROMPT)
 
 
 def get(key: str, default=None):

@@ -14,6 +14,12 @@ from tinyviz.data import UnknownCharactersError
 from tinyviz.ui import state
 
 
+def sentence(text) -> str:
+    """A core message ('the prompt is empty; ...') as a sentence for the page."""
+    text = str(text)
+    return text[:1].upper() + text[1:]
+
+
 def toolbar_config(name: str) -> dict:
     """The chart toolbar's camera button saves an SVG named after the figure, in the browser."""
     return {"displaylogo": False,
@@ -97,7 +103,7 @@ def encode_or_error(tokenizer, prompt: str, n_ctx: int) -> Optional[list[int]]:
     try:
         ids = tokenizer.encode(prompt)
     except UnknownCharactersError as e:
-        st.error(f"{str(e)[0].upper()}{str(e)[1:]} (this model knows {tokenizer.vocab_size} tokens from its training text).")
+        st.error(f"{sentence(e)} (This model knows the {tokenizer.vocab_size} tokens of its training text.)")
         return None
     if len(ids) > n_ctx:
         st.info(f"The prompt has {len(ids)} tokens but the model sees at most n_ctx={n_ctx}; "
