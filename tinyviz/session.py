@@ -57,6 +57,8 @@ class TrainingSession:
         data = TokenData.from_text(text, tokenizer, cfg.data.val_fraction)
         data.check_fits(cfg.model.n_ctx, cfg.train.batch_size)
         probe = probe_prompt_for(cfg, text)
+        # a small corpus may lack some of the default prompt's characters; pages start from this prompt
+        probe = "".join(ch for ch in probe if not tokenizer.unknown_chars(ch))
         meta = {"corpus_sha256": corpus_fingerprint(text), "probe_prompt": probe}
         run = Run.create(out, cfg, tokenizer, meta=meta, overwrite=overwrite)
         session = cls(run, Trainer(cfg.model, cfg.train, data), _probe_ids(tokenizer, probe, cfg), tokenizer)
