@@ -31,11 +31,12 @@ for causal row q); ``normalized=True`` divides each row by that maximum, giving 
 by the largest factor (score / threshold), or "mixed" when none does.
 
 ``induction_scores`` measures induction twice. "random": a random sequence of token ids
-(uniform, seeded) repeated, with period 23 by default; the score is the mean over the
-positions q >= period of pattern[q, q-period+1], the token after the previous occurrence.
-The built-in corpora contain copy lines with periods 3 to 16, so a period outside that range
-tests a general copying mechanism, not a memorised offset. "in_distribution": the induction
-score above on a real text.
+(uniform over the vocabulary, seeded) repeated, with period 23 by default; the score is the
+mean over the positions q >= period of pattern[q, q-period+1], the token after the previous
+occurrence. The built-in corpora repeat words of 3 to 16 letters back to back (periods of at
+most 17 characters), so a head that scores on random tokens at period 23 copies by content,
+not by a memorised offset or familiar text. "in_distribution": the induction score above on
+a real text.
 
 ``health_checks`` reads the metrics stream; its thresholds are the module constants below.
 """
@@ -57,7 +58,7 @@ HEAD_THRESHOLDS = {"prev_token": 0.4, "induction": 0.3, "sink": 0.5, "self": 0.5
 LOCAL_WINDOW = 3  # keys q-3..q-1 count as local
 CAUSAL_TOL = 1e-6  # largest entry above the diagonal of a pattern still called causal
 RELU_ACTIVE = 1e-6  # a relu unit is active where its output exceeds this
-RANDOM_PERIOD = 23  # the built-in corpora use copy periods 3..16
+RANDOM_PERIOD = 23  # the built-in copy lines repeat back to back with periods of at most 17
 
 INIT_LOSS_TOL = 1.0  # nats between the first loss and ln(vocab)
 STUCK_MIN_STEPS = 200  # the stuck checks wait for this many steps
