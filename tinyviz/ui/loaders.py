@@ -117,6 +117,7 @@ def current_run_or_error() -> Optional[Run]:
         if not run.has_weights():
             st.warning(f"{run.name} has no trained weights yet; train it on the Train page first.")
             return None
+        model(run_id)  # cached; a damaged or mismatched weights file is a sentence here, not a page crash
         return run
     except RunError as e:
         st.error(str(e))
