@@ -9,10 +9,9 @@ YOUR_PROMPT, REPLAY = "Your prompt (latest weights)", "Training replay (probe pr
 
 
 def _on_grid_click() -> None:
-    points = st.session_state[state.HEADS_GRID]["selection"]["points"]
-    if points:  # clicking the selected marker again clears the selection: keep the last pick
-        layer, head = points[0]["customdata"][:2]
-        st.session_state[state.HEAD_LAYER], st.session_state[state.HEAD_HEAD] = int(layer), int(head)
+    picked = analysis.head_from_selection(st.session_state[state.HEADS_GRID])
+    if picked is not None:  # clicking the selected marker again clears the selection: keep the last pick
+        st.session_state[state.HEAD_LAYER], st.session_state[state.HEAD_HEAD] = picked
 
 
 page.setup("Heads")

@@ -59,6 +59,16 @@ def scores_frame(stats: dict) -> pd.DataFrame:
     ])
 
 
+def head_from_selection(event) -> Optional[tuple[int, int]]:
+    """(layer, head) of the first clicked marker in a head grid's selection event, or None."""
+    points = event["selection"]["points"] if event else []
+    for point in points:
+        data = point.get("customdata")
+        if isinstance(data, (list, tuple)) and len(data) >= 2:
+            return int(data[0]), int(data[1])
+    return None
+
+
 def parse_head(name: str) -> tuple[int, int]:
     """'L1 H3' -> (1, 3)."""
     layer, head = name.split()

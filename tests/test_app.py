@@ -1,0 +1,169 @@
+"""Every page under Streamlit's AppTest, on the demo run, in a temporary runs folder (TINYVIZ_RUNS)."""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tinyviz.config import apply_overrides, preset
+from tinyviz.session import TrainingSession
+from tinyviz.ui import analysis
+
+AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = ["train", "heads", "predictions", "sample", "compare"]
+SMALL = ["n_layers=2", "n_heads=2", "d_model=32", "d_ff=64", "n_ctx=32", "batch_size=8", "steps=60",
+         "warmup_steps=5", "eval_interval=20", "eval_batches=2", "snapshot_interval=20", "checkpoint_interval=20",
+         "sample_interval=20", "corpus_chars=20000"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The committed demo run, or a small run standing in for it while it is not there."""
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    committed = ROOT / "checkpoints" / "demo"
+    if (committed / "model.safetensors").exists():
+        shutil.copytree(committed, out)
+    else:
+        assert TrainingSession.start(apply_overrides(preset("micro"), SMALL), out).train() == "done"
+    return out
+
+
+@pytest.fixture
+def runs_root(tmp_path, demo, monkeypatch):
+    root = tmp_path / "runs"
+    root.mkdir()
+    shutil.copytree(demo, root / "demo")
+    monkeypatch.setenv("TINYVIZ_RUNS", str(root))
+    yield root
+    from tinyviz.ui.registry import registry
+
+    registry().stop_all()
+
+
+def app(page=None) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+    return at
+
+
+def ok(at) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def chart_titles(at) -> list[str]:
+    return [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+
+
+@pytest.mark.parametrize("page", [None, *PAGES])
+def test_every_page_renders_on_the_demo_run(runs_root, page):
+    at = ok(app(page))
+    if page in ("heads", "predictions", "sample", "compare"):
+        assert at.get("plotly_chart"), "the page drew no chart"
+        assert all("demo" in t for t in chart_titles(at))
+    assert at.sidebar.selectbox(key="sidebar_run").value == str(runs_root / "demo")
+
+
+def test_heads_picker_opens_that_head(runs_root):
+    at = ok(app("heads"))
+    at.selectbox(key="head_layer").set_value(1).run()
+    at.selectbox(key="head_head").set_value(1).run()
+    ok(at)
+    assert any("layer 1, head 1" in t for t in chart_titles(at)), chart_titles(at)
+
+
+def test_a_grid_click_event_names_its_head():
+    event = {"selection": {"points": [{"curve_number": 7, "point_index": 3, "customdata": [1, 2]}]}}
+    assert analysis.head_from_selection(event) == (1, 2)
+    assert analysis.head_from_selection({"selection": {"points": []}}) is None
+
+
+def test_heads_replay_slider_shows_that_step(runs_root):
+    at = ok(app("heads"))
+    at.segmented_control(key="heads_source").set_value("Training replay (probe prompt)").run()
+    steps = at.select_slider(key="heads_step").options
+    at.select_slider(key="heads_step").set_value(steps[0]).run()
+    ok(at)
+    assert any(f"step {steps[0]}" in t and "layer 0, head 0" in t for t in chart_titles(at)), chart_titles(at)
+
+
+def test_heads_zero_ablation_changes_the_loss(runs_root):
+    at = ok(app("heads"))
+    at.multiselect(key="heads_ablate").set_value(["L0 H0", "L1 H0"]).run()
+    ok(at)
+    metrics = {m.label: m for m in at.metric}
+    assert metrics["Heads zeroed"].value == "2"
+    assert metrics["Loss, ablated"].value != metrics["Loss, clean"].value
+
+
+def test_sample_resamples_when_a_slider_moves(runs_root):
+    at = ok(app("sample"))
+    before = at.get("html")[0].proto.body
+    at.slider(key="sample_temperature").set_value(1.6).run()
+    ok(at)
+    assert at.get("html")[0].proto.body != before
+    at.slider(key="sample_step").set_value(3).run()
+    assert any("token 3" in t for t in chart_titles(ok(at)))
+
+
+def test_predictions_top_k(runs_root):
+    at = ok(app("predictions"))
+    at.slider(key="pred_k").set_value(3).run()
+    assert any("Top-3" in t for t in chart_titles(ok(at)))
+
+
+def test_train_start_see_metrics_then_stop(runs_root):
+    at = ok(app("train"))
+    at.number_input(key="cfg_micro_train_steps").set_value(2000).run()
+    at.button(key="train_start").click().run()
+    ok(at)
+    deadline = time.monotonic() + 60
+    while not any(m.label == "Train loss" for m in at.metric):
+        assert time.monotonic() < deadline, "no metrics arrived"
+        time.sleep(0.5)
+        at.run()
+    assert any(b.key == "train_stop" for b in at.button)
+    at.button(key="train_stop").click().run()
+    deadline = time.monotonic() + 60
+    while not any("stopped" in m.value for m in at.markdown):
+        assert time.monotonic() < deadline, "the run did not stop"
+        time.sleep(0.5)
+        at.run()
+    ok(at)
+    run = runs_root / "micro-tinytales-1"
+    assert json.loads((run / "state.json").read_text())["status"] == "stopped"
+    assert any(b.key == "train_resume" for b in at.button)
+
+
+def test_a_third_training_is_refused_in_a_sentence(tmp_path):
+    from tinyviz.ui.registry import MAX_CONCURRENT, Registry, RegistryFull
+
+    reg = Registry()
+    cfg = apply_overrides(preset("micro"), SMALL + ["steps=100000"])
+    try:
+        for i in range(MAX_CONCURRENT):
+            reg.start(cfg, tmp_path / f"r{i}")
+        with pytest.raises(RegistryFull, match=r"2 runs are training already \(r0 and r1\).*stop one"):
+            reg.start(cfg, tmp_path / "r2")
+    finally:
+        reg.stop_all()
+    assert not (tmp_path / "r2").exists()
+
+
+def test_compare_ab_launches_a_sibling(runs_root):
+    at = ok(app("compare"))
+    at.selectbox(key="ab_field").set_value("pos_emb").run()
+    at.button(key="ab_start").click().run()
+    ok(at)
+    sibling = next(p for p in runs_root.iterdir() if p.name.startswith("demo-pos_emb-"))
+    a = json.loads((runs_root / "demo" / "config.json").read_text())
+    b = json.loads((sibling / "config.json").read_text())
+    assert a["model"]["pos_emb"] != b["model"]["pos_emb"]
+    assert a["train"] == b["train"] and a["data"] == b["data"]
+    assert any(sibling.name in s.value for s in at.success)
