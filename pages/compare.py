@@ -6,7 +6,7 @@ import streamlit as st
 
 from tinyviz import plots
 from tinyviz.runs import RunError, check_run_name
-from tinyviz.ui import analysis, config_form, loaders, page, state, widgets
+from tinyviz.ui import ablate_panel, analysis, config_form, loaders, page, state, widgets
 from tinyviz.ui.registry import RegistryFull, registry
 
 
@@ -114,3 +114,5 @@ if chosen:
 else:
     st.info("Pick one or more runs to compare.")
 ab_section()
+st.divider()
+ablate_panel.render(loaders.runs_root())

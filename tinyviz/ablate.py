@@ -52,7 +52,8 @@ BASE = {
 @dataclass(frozen=True)
 class Arm:
     name: str
-    overrides: dict[str, Any] = field(default_factory=dict)  # field -> value, applied on the preset's base
+    # field -> value, applied on the preset's base; a callable value is computed from the base config
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class ArmStats:
     causal_val: Stat  # val loss with the causal mask on (equals val for causal models)
     n_params: int
     failed: list[str]  # "seed 1 at step 212" for runs that stopped on a NaN
+    unigram: float = math.nan  # entropy of the training tokens' frequencies: the loss of a context-blind model
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ class Ablation:
     verdict: Callable[[dict[str, ArmStats]], tuple[str, str]]  # stats by arm -> (label, one line)
     rule: str  # the verdict rule in words
     base: dict[str, Any] = field(default_factory=dict)  # preset-specific base fields on top of BASE
-    steps: int = 400
+    steps: int = 300
     seeds: int = 2
     note: str = ""  # how the arms differ, where more than one field
 
@@ -146,19 +148,26 @@ def _verdict_tying(s):
     return label, f"final loss tied {_f(t.final.mean)} vs untied {_f(u.final.mean)}: {100 * rel:.1f} % apart."
 
 
-def _progress(a: ArmStats, ref: ArmStats) -> float:
-    """How far an arm got from its step-1 loss toward the reference's final loss (0 = nowhere, 1 = as far)."""
-    return (a.loss_1.mean - a.final.mean) / max(1e-9, a.loss_1.mean - ref.final.mean)
+USES_CONTEXT = 0.3  # nats below the unigram entropy: an arm that gets there uses context, so it "trains"
+
+
+def _trains(a: ArmStats) -> bool:
+    return a.final.mean < a.unigram - USES_CONTEXT
 
 
 def _verdict_residual(s):
     ref, n1, n2, n3 = s["res-3L"], s["nores-1L"], s["nores-2L"], s["nores-3L"]
-    p1, p2, p3 = _progress(n1, ref), _progress(n2, ref), _progress(n3, ref)
-    trains, slower, fails = p1 >= 0.7, _differ(n1, n2, "loss_100") > 0 or _differ(n1, n2) > 0, p3 < 0.2
-    return _label([trains, slower, fails]), (
-        f"progress toward the residual 3-layer loss ({_f(ref.final.mean)}): 1L {p1:.2f}, 2L {p2:.2f}, 3L {p3:.2f}; "
-        f"loss at step 100: 1L {_f(n1.loss_100.mean)}, 2L {_f(n2.loss_100.mean)}, 3L {_f(n3.loss_100.mean)}; "
-        f"final 1L {_f(n1.final.mean)}, 2L {_f(n2.final.mean)}, 3L {_f(n3.final.mean)} (from {_f(n3.loss_1.mean)}).")
+    uni = n1.unigram
+    slower = _trains(n2) and (_differ(n1, n2, "loss_100") > 0 or _differ(n1, n2) > 0)
+    near_init = n3.final.mean >= 0.9 * n3.loss_1.mean
+    return _label([_trains(n1), slower, not _trains(n3)]), (
+        f"final loss (unigram entropy {_f(uni)}, initial ≈ {_f(n3.loss_1.mean)}, residual 3L {_f(ref.final.mean)}): "
+        f"1L {_f(n1.final.mean)} ({'trains' if _trains(n1) else 'does not train'}), "
+        f"2L {_f(n2.final.mean)} ({'trains' if _trains(n2) else 'does not train'}), "
+        f"3L {_f(n3.final.mean)} ({'trains' if _trains(n3) else 'fails'}"
+        f"{', near its initial loss' if near_init and not _trains(n3) else ''}"
+        f"{', at the unigram entropy, not its initial loss' if not near_init and not _trains(n3) else ''}); "
+        f"at step 100: 1L {_f(n1.loss_100.mean)}, 2L {_f(n2.loss_100.mean)}, 3L {_f(n3.loss_100.mean)}.")
 
 
 def _verdict_norm(s):
@@ -235,8 +244,9 @@ ABLATIONS: dict[str, Ablation] = {a.name: a for a in [
         (Arm("res-3L"), Arm("nores-1L", {"residual": False, "n_layers": 1}),
          Arm("nores-2L", {"residual": False, "n_layers": 2}), Arm("nores-3L", {"residual": False})),
         _verdict_residual,
-        "progress p = (loss@1 - final) / (loss@1 - final of res-3L). 1L trains: p >= 0.7; 2L slower: its loss at "
-        "step 100 or its final loss clearly above 1L's; 3L fails: p < 0.2. All three: reproduced; some: partly.",
+        "an arm trains if its final loss ends more than 0.3 nats below the unigram entropy of the training text "
+        "(the loss of a model that ignores context). Parts: 1L trains; 2L trains, with its loss at step 100 or "
+        "its final loss clearly above 1L's; 3L does not train. All three: reproduced; some: partly; none: not.",
         base={"n_layers": 3}, steps=600, seeds=3,
         note="res-3L is the reference; each no-residual arm differs from it in `residual` and, for 1L/2L, "
              "`n_layers`; the no-residual arms differ from each other only in `n_layers`."),
@@ -255,17 +265,19 @@ ABLATIONS: dict[str, Ablation] = {a.name: a for a in [
     Ablation(
         "mlp", "(No claim in the seeds; the usual one.) At matched parameter count SwiGLU beats GELU, which beats "
                "ReLU.",
-        (Arm("gelu"), Arm("relu", {"mlp": "relu"}), Arm("swiglu", {"mlp": "swiglu", "d_ff": swiglu_d_ff(64, 256)})),
+        (Arm("gelu"), Arm("relu", {"mlp": "relu"}), Arm("swiglu", {"mlp": "swiglu", "d_ff": lambda b: swiglu_d_ff(b.model.d_model, b.model.ff_size)})),
         _verdict_mlp,
         "two parts: swiglu clearly below both; gelu clearly below relu. Both: reproduced; one: partly.",
-        note=f"swiglu has three matrices, so it uses d_ff={swiglu_d_ff(64, 256)} instead of 256 to match the "
-             "parameter count: it differs from the base in `mlp` and `d_ff`."),
+        note=f"swiglu has three matrices, so it uses d_ff = round(d_ff (2 d_model + 1) / (3 d_model + 2)) "
+             f"({swiglu_d_ff(64, 256)} instead of 256 at width 64) to match the parameter count: it differs from "
+             "the base in `mlp` and `d_ff`."),
     Ablation(
         "causal", "Without the causal mask the train loss collapses and generation is ruined.",
         (Arm("causal"), Arm("noncausal", {"causal": False})), _verdict_causal,
         "two parts: the non-causal train loss is below half the causal one; its val loss evaluated with the mask "
         "on is more than 0.5 nats above the causal arm's. Both: reproduced; one: partly. The health check must "
-        "flag leakage for the non-causal arm (see the table)."),
+        "flag leakage for the non-causal arm (see the table).",
+        steps=1000),
     Ablation(
         "scale", "(No claim in the seeds; the usual one.) At a fixed step budget deeper and wider models reach a "
                  "lower loss, and the number of heads matters little.",
@@ -306,7 +318,8 @@ def base_config(ab: Ablation, steps: Optional[int] = None, corpus: Optional[str]
 
 def arm_config(base: RunConfig, arm: Arm, seed: int) -> RunConfig:
     """The base with the arm's switch applied; the seed sets model init and data order alike for every arm."""
-    return apply_overrides(base, _assign({**arm.overrides, "seed": seed}))
+    values = {k: v(base) if callable(v) else v for k, v in arm.overrides.items()}
+    return apply_overrides(base, _assign({**values, "seed": seed}))
 
 
 # -- workers ---------------------------------------------------------------------------------------
@@ -350,14 +363,16 @@ def _train_one(job: dict, on_step: Optional[Callable[[int, int], None]] = None,
             trainer.model, trainer.forward = masked, masked
             causal_val = trainer.evaluate("val")
             trainer.model, trainer.forward = model, model
-    sample = session.preview(SAMPLE_TOKENS) if status != "failed" else ""
+    sample = session.preview(job.get("sample_tokens", SAMPLE_TOKENS)) if status != "failed" else ""
     metrics = session.run.metrics()
-    health = probes.health_checks(metrics, vocab_size=session.run.config.model.d_vocab, causal=model.cfg.causal)
+    unigram = probes.unigram_entropy(trainer.data.train.numpy(), model.cfg.d_vocab)
+    health = probes.health_checks(metrics, vocab_size=model.cfg.d_vocab, unigram_entropy=unigram,
+                                  causal=model.cfg.causal)
     return {
         "id": job["id"], "arm": job["arm"], "seed": job["seed"], "path": job["path"], "status": status,
         "message": session.message, "steps_done": session.step, "n_params": model.n_params(non_embedding=False),
         "d_vocab": session.run.config.model.d_vocab, "causal_val_loss": causal_val, "sample": sample,
-        "health": sorted({w.code for w in health}), "elapsed": trainer.elapsed,
+        "health": sorted({w.code for w in health}), "elapsed": trainer.elapsed, "unigram": unigram,
     }
 
 
@@ -449,9 +464,10 @@ def arm_stats(arm: str, seed_metrics: dict[int, list[dict]], extras: dict[int, d
             val.append(vals[-1])
         if ex.get("causal_val_loss") is not None:
             cval.append(ex["causal_val_loss"])
-    n_params = next((e["n_params"] for e in extras.values()), 0)
+    n_params = next((e["n_params"] for e in extras.values() if "n_params" in e), 0)
+    unigram = next((e["unigram"] for e in extras.values() if e.get("unigram") is not None), math.nan)
     return ArmStats(arm, Stat(tuple(l1)), Stat(tuple(l100)), Stat(tuple(final)), Stat(tuple(val)),
-                    Stat(tuple(cval)), n_params, failed)
+                    Stat(tuple(cval)), n_params, failed, unigram)
 
 
 @dataclass
@@ -533,15 +549,17 @@ def loss_figure(metrics: dict[str, dict[int, list[dict]]], title: str, max_point
     return fig
 
 
-def write_figure(fig, stem: Path) -> list[str]:
+def write_figure(fig, stem: Path, images: bool = True) -> list[str]:
     """stem.html (self-contained), .svg and .png; returns notes for anything that could not be written."""
+    from . import export
+
     notes = []
-    fig.write_html(str(stem.with_suffix(".html")), include_plotlyjs=True)
-    for ext in ("svg", "png"):
+    stem.with_suffix(".html").write_bytes(export.to_html(fig))
+    for ext in ("svg", "png") if images else ():
         try:
-            fig.write_image(str(stem.with_suffix(f".{ext}")), format=ext, scale=1 if ext == "svg" else 1.5)
-        except Exception as e:  # kaleido needs a Chrome/Chromium; HTML and CSV do not
-            notes.append(f"no {ext.upper()} written ({type(e).__name__}: {str(e).splitlines()[0][:160]}).")
+            stem.with_suffix(f".{ext}").write_bytes(export.to_image(fig, ext, scale=1 if ext == "svg" else 1.5))
+        except export.ExportError as e:  # no Chrome/Chromium: HTML and CSV are still written
+            notes.append(f"no {ext.upper()} written: {e}")
     return notes
 
 
@@ -576,7 +594,8 @@ def summary_markdown(res: AblationResult) -> str:
         out += ["", ab.note]
     causal = ab.name == "causal"
     head = ["arm", "params", "loss @1", "loss @100", f"final (mean of last {FINAL_WINDOW})", "val loss (final)"]
-    head += ["val loss, causal eval", "health flags"] if causal else []
+    head += ["val loss, causal eval"] if causal else []
+    head += ["health flags"]
     out += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     flags = {}
     for r in res.runs:
@@ -585,11 +604,14 @@ def summary_markdown(res: AblationResult) -> str:
         s = res.stats[arm.name]
         row = [f"`{arm.name}`", f"{s.n_params:,}", s.loss_1.fmt(), s.loss_100.fmt(), s.final.fmt(), s.val.fmt()]
         if causal:
-            row += [s.causal_val.fmt(), ", ".join(sorted(flags.get(arm.name, ()))) or "none"]
+            row += [s.causal_val.fmt()]
+        row += [", ".join(sorted(flags.get(arm.name, ()))) or "none"]
         if s.failed:
             row[0] += f" (NaN: {'; '.join(s.failed)})"
         out.append("| " + " | ".join(row) + " |")
-    out += ["", f"Numbers are mean ± half the min–max range over {len(res.seeds)} seed(s), in nats. "
+    uni = next((r["unigram"] for r in res.runs if r.get("unigram") is not None), None)
+    out += ["", f"Numbers are mean ± half the min–max range over {len(res.seeds)} seed(s), in nats"
+                + (f"; the unigram entropy of the training text is {uni:.4f}" if uni is not None else "") + ". "
                 "Curves: `curves.csv`; figure: `loss.svg` / `loss.png` / `loss.html`."]
     if causal:
         out += ["", "Greedy samples (seed 0, continuing the start of the probe prompt):", ""]
@@ -601,17 +623,33 @@ def summary_markdown(res: AblationResult) -> str:
     return "\n".join(out) + "\n"
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+def run_folder(arm: str, seed: int) -> str:
+    """The folder name of one arm x seed inside an ablation's output folder."""
+    return f"{re.sub(r'[^A-Za-z0-9._-]', '_', arm)}-seed{seed}"
+
+
+def load_metrics(out: Path) -> dict[str, dict[int, list[dict]]]:
+    """arm -> seed -> metrics records of a finished ablation folder (one with ablation.json)."""
+    from .runs import Run
+
+    runs = json.loads((Path(out) / "ablation.json").read_text(encoding="utf-8"))["runs"]
+    metrics: dict[str, dict[int, list[dict]]] = {}
+    for r in runs:
+        metrics.setdefault(r["arm"], {})[r["seed"]] = Run.open(Path(out) / Path(r["path"]).name).metrics()
+    return metrics
 
 
 def run_ablation(name: str, seeds: Optional[int] = None, steps: Optional[int] = None, corpus: Optional[str] = None,
                  workers: Optional[int] = None, out: Optional[Path] = None, sets: tuple[str, ...] | list[str] = (),
                  on_progress: Optional[Callable[[int, int], None]] = None,
-                 stop: Optional[threading.Event] = None) -> AblationResult:
+                 stop: Optional[threading.Event] = None, images: bool = True,
+                 sample_tokens: int = SAMPLE_TOKENS) -> AblationResult:
     """Train every arm x seed of a preset and write runs, curves, figure and summary into out.
 
-    on_progress(done_steps, total_steps) is called from this thread as workers report.
+    Workers are spawned processes, so a script that calls this needs the usual
+    ``if __name__ == "__main__":`` guard (the CLI and pytest have it). on_progress(done_steps,
+    total_steps) is called from this thread as workers report. images=False
+    skips the PNG/SVG export (kaleido starts a browser, seconds per image); HTML is always written.
     """
     ab = get(name)
     n_seeds = ab.seeds if seeds is None else seeds
@@ -633,7 +671,8 @@ def run_ablation(name: str, seeds: Optional[int] = None, steps: Optional[int] = 
         for seed in seed_list:
             cfg = arm_config(base, arm, seed)
             jobs.append({"id": len(jobs), "arm": arm.name, "seed": seed, "config": cfg.to_dict(),
-                         "path": str(out / f"{_safe(arm.name)}-seed{seed}"), "cost": _cost(cfg)})
+                         "path": str(out / run_folder(arm.name, seed)), "cost": _cost(cfg),
+                         "sample_tokens": sample_tokens})
     total = sum(j["config"]["train"]["steps"] for j in jobs)
     done_by_job: dict[int, int] = {}
 
@@ -652,21 +691,52 @@ def run_ablation(name: str, seeds: Optional[int] = None, steps: Optional[int] = 
     if stop is not None and stop.is_set():
         raise ValueError("the ablation was stopped before every run finished; nothing was summarised.")
     res = AblationResult(ab, out, base, seed_list, runs, {}, ("", ""), wall, min(workers, len(jobs)), [])
+    _finish(res, images)
+    return res
+
+
+def _finish(res: AblationResult, images: bool = True) -> None:
+    """Stats, verdict, curves, figure, ablation.json and summary.md of a trained ablation."""
+    ab, out = res.ablation, res.out
     metrics = res.metrics()
-    extras = {arm: {r["seed"]: r for r in runs if r["arm"] == arm} for arm in metrics}
+    extras = {arm: {r["seed"]: r for r in res.runs if r["arm"] == arm} for arm in metrics}
     res.stats = {arm.name: arm_stats(arm.name, metrics[arm.name], extras[arm.name]) for arm in ab.arms}
     try:
         res.verdict = ab.verdict(res.stats)
     except (ZeroDivisionError, KeyError, ValueError) as e:  # e.g. every seed of an arm hit NaN
         res.verdict = ("undecided", f"the rule could not be applied ({type(e).__name__}: {e}).")
     (out / "curves.csv").write_text(curves_csv(metrics), encoding="utf-8")
-    fig = loss_figure(metrics, f"{ab.name}: train loss (mean, min-max over {n_seeds} seeds), val dashed — "
-                               f"{Path(base.data.corpus).name}")
-    res.notes += write_figure(fig, out / "loss")
+    fig = loss_figure(metrics, f"{ab.name}: train loss (mean, min-max over {len(res.seeds)} seeds), val dashed — "
+                               f"{Path(res.base.data.corpus).name}")
+    res.notes = write_figure(fig, out / "loss", images)
     (out / "ablation.json").write_text(json.dumps({
-        "preset": ab.name, "claim": ab.claim, "rule": ab.rule, "verdict": list(res.verdict), "seeds": seed_list,
-        "base": base.to_dict(), "wall_s": wall, "workers": res.workers, "runs": runs,
+        "preset": ab.name, "claim": ab.claim, "rule": ab.rule, "verdict": list(res.verdict), "seeds": res.seeds,
+        "base": res.base.to_dict(), "wall_s": res.wall_s, "workers": res.workers, "runs": res.runs,
         "stats": {k: dataclasses.asdict(v) for k, v in res.stats.items()},
     }, indent=1), encoding="utf-8")
     (out / "summary.md").write_text(summary_markdown(res), encoding="utf-8")
+
+
+def summarize(out: Path, images: bool = True) -> AblationResult:
+    """Recompute the stats, verdict, figure and summary of a finished ablation folder without training
+    (after a change to a verdict rule, say). Runs written before the unigram entropy was recorded get it now."""
+    from . import probes
+    from .data import TokenData, load_corpus
+    from .runs import Run
+
+    out = Path(out)
+    saved = json.loads((out / "ablation.json").read_text(encoding="utf-8"))
+    base = RunConfig.from_dict(saved["base"])
+    for r in saved["runs"]:
+        r["path"] = str(out / Path(r["path"]).name)
+        if r.get("unigram") is None:
+            run = Run.open(Path(r["path"]))
+            data = TokenData.from_text(load_corpus(run.config.data), run.tokenizer(), run.config.data.val_fraction)
+            r["unigram"] = probes.unigram_entropy(data.train.numpy(), run.config.model.d_vocab)
+            warnings = probes.health_checks(run.metrics(), vocab_size=run.config.model.d_vocab,
+                                            unigram_entropy=r["unigram"], causal=run.config.model.causal)
+            r["health"] = sorted({w.code for w in warnings})
+    res = AblationResult(get(saved["preset"]), out, base, saved["seeds"], saved["runs"], {}, ("", ""),
+                         saved["wall_s"], saved["workers"], [])
+    _finish(res, images)
     return res
