@@ -130,8 +130,14 @@ def _copy_line(rng: random.Random) -> str:
     return " ".join([_letters(rng, 3, 12)] * rng.randint(2, 4)) + "\n"
 
 
+# Copy lines are short (~25 characters) and stories long (~300), so to make copying about a
+# third of what the model reads, most lines are copy lines. Measured with 2 layers, d_model 64:
+# at 5 % of the characters no induction head had formed after 1.6 k steps.
+COPY_LINE_PROB = 0.85
+
+
 def _tinytales_line(rng: random.Random) -> str:
-    return _copy_line(rng) if rng.random() < 0.38 else _story(rng)
+    return _copy_line(rng) if rng.random() < COPY_LINE_PROB else _story(rng)
 
 
 def _induction_line(rng: random.Random) -> str:
