@@ -55,7 +55,7 @@ def errors(at) -> list[str]:
 def shows_error(at, *fragments) -> str:
     """The page shows an st.error saying every fragment, and raised nothing."""
     assert not at.exception, [e.value for e in at.exception]
-    found = [e for e in errors(at) if all(f in e for f in fragments)]
+    found = [e for e in errors(at) if all(f.lower() in e.lower() for f in fragments)]
     assert found, errors(at)
     return found[0]
 
@@ -211,3 +211,154 @@ def test_upload_of_a_hostile_run_zip_is_refused(runs_root, trained, extra, fragm
 def test_upload_of_something_that_is_not_a_zip(runs_root):
     at = upload_zip(app(), "photo.zip", b"\x89PNG\r\n\x1a\n" + bytes(64))
     shows_error(at, "Upload refused", "not a readable zip archive")
+
+
+# -- the Train page -------------------------------------------------------------------------------
+TEXT = "Mara met Tobin by the river. Tobin gave Mara a red stone, and Mara kept it.\n" * 40
+TINY_FORM = {"model_n_layers": 1, "model_n_heads": 2, "model_d_model": 16, "model_d_ff": 32, "model_n_ctx": 16,
+             "train_batch_size": 4, "train_warmup_steps": 0, "train_eval_interval": 5,
+             "train_snapshot_interval": 5, "train_sample_interval": 0, "train_checkpoint_interval": 5}
+
+
+@pytest.fixture
+def registry_cleanup():
+    from tinyviz.ui.registry import registry
+    yield registry
+    registry().stop_all()
+
+
+def train_page(**form) -> AppTest:
+    at = app("train")
+    for name, value in {**TINY_FORM, **form}.items():
+        at.number_input(key=f"cfg_micro_{name}").set_value(value)
+    at.run()
+    return at
+
+
+def upload_corpus(at, name: str, data: bytes) -> AppTest:
+    at.button_group(key="train_source").set_value("Upload a .txt").run()
+    at.file_uploader(key="train_upload").set_value((name, data, "text/plain")).run()
+    return at
+
+
+def start(at, name="r1") -> AppTest:
+    at.text_input(key=[w.key for w in at.text_input if w.key.startswith("train_name_")][0]).set_value(name)
+    at.button(key="train_start").click().run()
+    return at
+
+
+UPLOAD_CASES = {
+    "empty": (b"", "is empty"),
+    "whitespace": (b"  \n\n\t ", "only whitespace"),
+    "png": (b"\x89PNG\r\n\x1a\n" + bytes(300), "looks like a PNG image"),
+    "nul": (b"text\x00text\x00" * 40, "NUL bytes"),
+    "latin1": ("Café crème señor\n".encode("latin-1") * 40, "is not UTF-8"),
+    "control": (b"abc\x1bdef\n" * 40, "control characters"),
+    "one_char": (b"z" * 400, "only one distinct character"),
+}
+
+
+@pytest.mark.parametrize("case", UPLOAD_CASES)
+def test_corpus_upload_is_checked_in_app_code(runs_root, case):
+    data, fragment = UPLOAD_CASES[case]
+    at = upload_corpus(app("train"), f"{case}.txt", data)
+    shows_error(at, f"'{case}.txt'", fragment)
+    assert at.button(key="train_start").disabled
+
+
+def test_corpus_upload_over_the_limit_is_checked_in_app_code(runs_root):
+    """The server cap rejects bigger uploads before the app sees them; below it the app checks the size."""
+    at = upload_corpus(app("train"), "big.txt", b"a b\n" * 12_500_001)
+    shows_error(at, "'big.txt' is 50 MB (50,000,004 bytes), over the 50 MB limit")
+    assert not (runs_root / "_corpora").exists() or not list((runs_root / "_corpora").iterdir())
+
+
+def test_corpus_upload_utf16_with_bom_is_decoded(runs_root):
+    at = upload_corpus(app("train"), "u16.txt", TEXT.encode("utf-16"))
+    no_exception(at)
+    assert not errors(at) and not at.button(key="train_start").disabled
+
+
+def test_corpus_shorter_than_one_example_is_an_error_at_start(runs_root, registry_cleanup):
+    at = start(upload_corpus(train_page(), "short.txt", b"A tiny text, far too short."))
+    shows_error(at, "tokens for", "n_ctx + 1 = 17", "use a longer text or a smaller n_ctx")
+    assert not (runs_root / "r1").exists()
+
+
+@pytest.mark.parametrize("path, fragment", [("{root}/nope.txt", "no file at"), ("{root}", "is a folder")])
+def test_corpus_path_missing_or_a_folder(runs_root, registry_cleanup, path, fragment):
+    at = train_page()
+    at.button_group(key="train_source").set_value("A file path").run()
+    at.text_input(key="train_corpus_path").set_value(path.format(root=runs_root)).run()
+    shows_error(start(at), fragment)
+
+
+@pytest.mark.parametrize("form, fragment", [
+    ({"model_d_model": 18, "model_n_heads": 4}, "d_model=18 must be divisible by n_heads=4"),
+    ({"model_n_kv_heads": 3}, "n_heads=2 must be divisible by n_kv_heads=3"),
+    ({"model_n_layers": 0}, "n_layers=0 must be at least 1"),
+    ({"train_steps": 0}, "steps=0 must be at least 1"),
+    ({"train_lr": 0.0}, "lr=0.0 must be a positive number"),
+    ({"train_warmup_steps": 400}, "warmup_steps=400 is longer than steps=300"),
+    ({"train_batch_size": 100_000}, "batch_size=100000 is larger than the"),
+])
+def test_invalid_config_in_the_form_is_an_error(runs_root, registry_cleanup, form, fragment):
+    at = start(train_page(**form))
+    assert shows_error(at, fragment).startswith(fragment)  # a field name keeps its spelling
+    assert not (runs_root / "r1").exists()
+
+
+def test_rope_with_an_odd_head_size_is_an_error(runs_root, registry_cleanup):
+    at = train_page(model_d_model=12, model_n_heads=4)
+    at.selectbox(key="cfg_micro_model_pos_emb").set_value("rope").run()
+    shows_error(start(at), "pos_emb='rope' needs an even head size")
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "bad\x07name", ".hidden"])
+def test_run_name_not_allowed_in_the_app(runs_root, registry_cleanup, name):
+    at = start(train_page(), name)
+    shows_error(at, "is not allowed")
+    assert sorted(p.name for p in runs_root.iterdir()) == ["tiny"]
+    assert not (runs_root.parent / "escape").exists()
+
+
+def wait_for(predicate, timeout=60.0):
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_stop_in_the_app_mid_run_ends_cleanly(runs_root, registry_cleanup):
+    from tinyviz.runs import Run
+    at = start(train_page(train_steps=100_000, train_checkpoint_interval=0))
+    no_exception(at)
+    job = registry_cleanup().get(str(runs_root / "r1"))
+    assert job is not None and wait_for(lambda: job.snapshot()["step"] >= 3)
+    at.run()
+    at.button(key="train_stop").click().run()
+    assert wait_for(lambda: not job.alive)
+    at.run()
+    no_exception(at)
+    run = Run.open(runs_root / "r1")
+    assert run.state()["status"] == "stopped" and run.weights_step() == job.snapshot()["step"] >= 3
+    assert any("resume to continue" in i.value for i in at.info), [i.value for i in at.info]
+    assert at.button(key="train_resume")
+
+
+def test_the_concurrent_training_limit_is_explained(runs_root, registry_cleanup):
+    from tinyviz.ui.registry import MAX_CONCURRENT
+    reg = registry_cleanup()
+    cfg = apply_overrides(preset("micro"), TINY + ["steps=100000", "checkpoint_interval=0"])
+    for i in range(MAX_CONCURRENT):
+        reg.start(cfg, runs_root / f"busy{i}")
+    at = train_page()
+    assert any("the most at once; stop one to start another" in w.value for w in at.warning)
+    start(at, "third")
+    line = shows_error(at, f"{MAX_CONCURRENT} runs are training already", "busy0", "busy1",
+                       "stop one or wait for it to finish")
+    assert line.startswith(f"{MAX_CONCURRENT} runs are training already")
+    assert not (runs_root / "third").exists()

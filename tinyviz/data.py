@@ -252,6 +252,9 @@ def decode_bytes(data: bytes, *, source: str = "the file") -> str:
     """Text of a file's bytes (UTF-8, UTF-8 with BOM, or UTF-16 with BOM), validated; else ``CorpusError``."""
     if not data:
         raise CorpusError(f"{source} is empty; use a text with at least a few thousand characters.")
+    if len(data) > MAX_CORPUS_BYTES:  # an upload arrives here without load_text's size check
+        raise CorpusError(f"{source} is {_megabytes(len(data))} ({len(data):,} bytes), over the "
+                          f"{_megabytes(MAX_CORPUS_BYTES)} limit for a corpus; use a smaller file or cut it down.")
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         try:
             return validate_text(data.decode("utf-16"), source=source)

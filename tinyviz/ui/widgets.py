@@ -17,6 +17,8 @@ from tinyviz.ui import state
 def sentence(text) -> str:
     """A core message ('the prompt is empty; ...') as a sentence for the page."""
     text = str(text)
+    if "=" in text.split(" ", 1)[0]:  # 'lr=0.0 must be ...' names a field: keep its spelling
+        return text
     return text[:1].upper() + text[1:]
 
 
