@@ -102,10 +102,6 @@ class Ablation:
     seeds: int = 2
     note: str = ""  # how the arms differ, where more than one field
 
-    @property
-    def reference(self) -> str:
-        return self.arms[0].name
-
 
 def _differ(a: ArmStats, b: ArmStats, attr: str = "final") -> float:
     """b - a when it exceeds the noise margin, else 0 (a and b indistinguishable)."""
