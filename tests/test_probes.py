@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tinyviz import probes
+from tinyviz import health, probes
 from tinyviz.config import ModelConfig
 from tinyviz.model import Transformer
 
@@ -236,10 +236,10 @@ def test_induction_scores_random_targets_the_token_after_the_previous_occurrence
 
 
 def test_unigram_entropy():
-    assert probes.unigram_entropy(np.arange(8), 8) == pytest.approx(math.log(8))
-    assert probes.unigram_entropy(np.zeros(5, int), 3) == 0.0
+    assert health.unigram_entropy(np.arange(8), 8) == pytest.approx(math.log(8))
+    assert health.unigram_entropy(np.zeros(5, int), 3) == 0.0
     with pytest.raises(ValueError):
-        probes.unigram_entropy(np.array([3]), 3)
+        health.unigram_entropy(np.array([3]), 3)
 
 
 VOCAB = 64
@@ -258,7 +258,7 @@ def healthy(n=600) -> list[dict]:
 
 
 def codes(metrics, **kw) -> list[str]:
-    return [w.code for w in probes.health_checks(metrics, vocab_size=VOCAB, **kw)]
+    return [w.code for w in health.health_checks(metrics, vocab_size=VOCAB, **kw)]
 
 
 def test_healthy_run_has_no_warnings():
@@ -269,14 +269,14 @@ def test_healthy_run_has_no_warnings():
 def test_init_loss():
     m = healthy()
     m[0]["loss"] = 8.3
-    (w,) = probes.health_checks(m, vocab_size=VOCAB)
+    (w,) = health.health_checks(m, vocab_size=VOCAB)
     assert w.code == "init_loss" and w.severity == "warning" and w.step == 1 and "8.3" in w.message
 
 
 def test_stuck_uniform_and_unigram():
     flat = [{"step": s, "loss": math.log(VOCAB) + 0.01, "grad_norm": 1.0} for s in range(1, 301)]
     assert codes(flat) == ["stuck_uniform"]
-    assert probes.health_checks(flat, vocab_size=VOCAB)[0].severity == "error"
+    assert health.health_checks(flat, vocab_size=VOCAB)[0].severity == "error"
     assert codes(flat[:150]) == []
     unigram = [dict(m, loss=3.31) for m in flat]
     unigram[0]["loss"] = math.log(VOCAB)
@@ -286,7 +286,7 @@ def test_stuck_uniform_and_unigram():
 def test_nonfinite():
     m = healthy()
     m[300]["loss"], m[310]["grad_norm"] = float("nan"), float("inf")
-    warnings = probes.health_checks(m, vocab_size=VOCAB)
+    warnings = health.health_checks(m, vocab_size=VOCAB)
     assert [w.code for w in warnings] == ["nonfinite"]
     assert warnings[0].severity == "error" and warnings[0].step == 301
 
@@ -296,7 +296,7 @@ def test_grad_explosion_reports_each_episode_once():
     for i in (200, 201, 202, 203, 400):
         m[i]["grad_norm"] = 50.0
     m[5]["grad_norm"] = 50.0  # too little history to judge
-    warnings = probes.health_checks(m, vocab_size=VOCAB)
+    warnings = health.health_checks(m, vocab_size=VOCAB)
     assert [(w.code, w.step) for w in warnings] == [("grad_explosion", 201), ("grad_explosion", 401)]
     assert "50" in warnings[0].message
 
@@ -313,5 +313,5 @@ def test_leakage():
     assert codes(healthy(), causal=False) == ["leakage"]
     copying = [dict(x, loss=0.05) for x in healthy()]
     copying[0]["loss"] = math.log(VOCAB)
-    (w,) = probes.health_checks(copying, vocab_size=VOCAB, causal=False)
+    (w,) = health.health_checks(copying, vocab_size=VOCAB, causal=False)
     assert "copying the answer from the future" in w.message

@@ -333,7 +333,7 @@ def _init_worker(progress_queue, stop_event) -> None:
 def _train_one(job: dict, on_step: Optional[Callable[[int, int], None]] = None,
                stop: Optional[threading.Event] = None) -> dict:
     """Train one arm x seed into job["path"]; return its extras (sample, causal val loss, health codes)."""
-    from . import probes
+    from . import health
     from .model import Transformer
     from .session import TrainingSession
 
@@ -361,8 +361,8 @@ def _train_one(job: dict, on_step: Optional[Callable[[int, int], None]] = None,
             trainer.model, trainer.forward = model, model
     sample = session.preview(job.get("sample_tokens", SAMPLE_TOKENS)) if status != "failed" else ""
     metrics = session.run.metrics()
-    unigram = probes.unigram_entropy(trainer.data.train.numpy(), model.cfg.d_vocab)
-    health = probes.health_checks(metrics, vocab_size=model.cfg.d_vocab, unigram_entropy=unigram,
+    unigram = health.unigram_entropy(trainer.data.train.numpy(), model.cfg.d_vocab)
+    health = health.health_checks(metrics, vocab_size=model.cfg.d_vocab, unigram_entropy=unigram,
                                   causal=model.cfg.causal)
     return {
         "id": job["id"], "arm": job["arm"], "seed": job["seed"], "path": job["path"], "status": status,
@@ -716,7 +716,7 @@ def _finish(res: AblationResult, images: bool = True) -> None:
 def summarize(out: Path, images: bool = True) -> AblationResult:
     """Recompute the stats, verdict, figure and summary of a finished ablation folder without training
     (after a change to a verdict rule, say). Runs written before the unigram entropy was recorded get it now."""
-    from . import probes
+    from . import health
     from .data import TokenData, load_corpus
     from .runs import Run
 
@@ -728,8 +728,8 @@ def summarize(out: Path, images: bool = True) -> AblationResult:
         if r.get("unigram") is None:
             run = Run.open(Path(r["path"]))
             data = TokenData.from_text(load_corpus(run.config.data), run.tokenizer(), run.config.data.val_fraction)
-            r["unigram"] = probes.unigram_entropy(data.train.numpy(), run.config.model.d_vocab)
-            warnings = probes.health_checks(run.metrics(), vocab_size=run.config.model.d_vocab,
+            r["unigram"] = health.unigram_entropy(data.train.numpy(), run.config.model.d_vocab)
+            warnings = health.health_checks(run.metrics(), vocab_size=run.config.model.d_vocab,
                                             unigram_entropy=r["unigram"], causal=run.config.model.causal)
             r["health"] = sorted({w.code for w in warnings})
     res = AblationResult(get(saved["preset"]), out, base, saved["seeds"], saved["runs"], {}, ("", ""),

@@ -6,7 +6,6 @@ Bad input ends in one sentence on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import signal
 import sys
@@ -122,7 +121,7 @@ def cmd_heads(args) -> int:
     run = Run.open(Path(args.run))
     model, tokenizer = run.load_model(), run.tokenizer()
     prompt = args.prompt if args.prompt is not None else run.meta.get("probe_prompt", "")
-    ids, notices = encode_prompt(tokenizer, prompt, model.cfg.n_ctx + 1)
+    ids, notices = encode_prompt(tokenizer, prompt, model.cfg.n_ctx, room=0)
     for notice in notices:
         print(f"note: {notice}", file=sys.stderr)
     tokens = torch.tensor(ids)

@@ -1,6 +1,6 @@
 """The Train page's live panel: progress, loss, lr, throughput, gradients, activations, health, samples.
 
-It is a fragment that reruns every second while its run trains and stops polling when the
+It is a fragment that reruns every 1.5 s while its run trains and stops polling when the
 run ends (one full rerun then, so the page settles). It reads the registry's lock-protected
 snapshot of a training run, or the run folder of one that is not training.
 """
@@ -11,12 +11,15 @@ from pathlib import Path
 
 import streamlit as st
 
-from tinyviz import plots, probes
+from tinyviz import health, plots
 from tinyviz.runs import RunError
 from tinyviz.ui import loaders, state, widgets
 from tinyviz.ui.registry import RegistryFull, registry
 
-STATUS_ICONS = {"running": "🟢", "done": "✅", "stopped": "⏸️", "failed": "❌", "ready": "⚪", "new": "⚪"}
+REFRESH_S = 1.5  # drawing the panel takes a few tenths of a second; faster polls would queue up
+STATUS_ICONS = {"running": ":green[:material/play_circle:]", "done": ":green[:material/check_circle:]",
+                "stopped": ":orange[:material/pause_circle:]", "failed": ":red[:material/error:]",
+                "ready": ":gray[:material/radio_button_unchecked:]", "new": ":gray[:material/radio_button_unchecked:]"}
 
 
 def _eta(seconds) -> str:
@@ -39,38 +42,42 @@ def _view(run_id: str) -> dict:
 
 
 def live_panel(run_id: str) -> None:
-    job = registry().get(run_id)
-    running = job is not None and job.alive
+    """The run's header and Stop/Resume (redrawn with the page), then the polling fragment."""
+    view = _view(run_id)
+    running = view["alive"]
+    _controls(run_id, view)
 
-    @st.fragment(run_every=1 if running else None)
+    @st.fragment(run_every=REFRESH_S if running else None)
     def panel():
         view = _view(run_id)
         if running and not view["alive"]:
             st.rerun(scope="app")  # the run ended: redraw once without polling
-        _controls(run_id, view)
+        _progress(view)
         _charts(run_id, view)
 
     panel()
 
 
 def _controls(run_id: str, view: dict) -> None:
+    """Outside the fragment, so the buttons stay put while the charts refresh."""
     name = Path(run_id).name
     status = "training" if view["alive"] else view["status"]
     c1, c2 = st.columns([5, 1], vertical_alignment="center")
     c1.markdown(f"### {STATUS_ICONS.get(view['status'], '')} {name} · {status}")
     with c2:
         if view["alive"]:
-            if st.button("Stop", key="train_stop", icon=":material/stop:", type="primary",
-                         help="stop after this step and save a checkpoint"):
-                registry().stop(run_id)
-                st.toast(f"Stopping {name} after this step...")
+            st.button("Stop", key="train_stop", icon=":material/stop:", type="primary", on_click=registry().stop,
+                      args=(run_id,), help="stop after this step and save a checkpoint")
         elif view["status"] in ("stopped", "ready", "failed") and view["step"] < view["total"]:
             if st.button("Resume", key="train_resume", icon=":material/play_arrow:"):
                 try:
                     registry().resume(run_id)
                 except (RegistryFull, RunError, ValueError) as e:
-                    state.put(state.TRAIN_MSG, ("error", str(e)))
+                    state.put(state.TRAIN_MSG, ("error", widgets.sentence(e)))
                 st.rerun(scope="app")
+
+
+def _progress(view: dict) -> None:
     total = max(1, view["total"])
     st.progress(min(1.0, view["step"] / total), text=f"step {view['step']} of {view['total']}{_eta(view['eta'])}")
     if view["message"] and not view["alive"]:
@@ -118,7 +125,7 @@ def _charts(run_id: str, view: dict) -> None:
 
 
 def _health(metrics: list[dict], cfg) -> None:
-    warnings = probes.health_checks(metrics, vocab_size=cfg.model.d_vocab, causal=cfg.model.causal)
+    warnings = health.health_checks(metrics, vocab_size=cfg.model.d_vocab, causal=cfg.model.causal)
     if not warnings:
         st.success("Health: no problems seen (loss, gradients, attention entropy, causal mask).",
                    icon=":material/check_circle:")
