@@ -99,14 +99,19 @@ class Attention(nn.Module):
             k, v = kv_cache.update(self.layer, k, v)  # [B, KV, S, dh], S = offset + T
         if self.KV != self.H:
             k, v = k.repeat_interleave(self.H // self.KV, dim=1), v.repeat_interleave(self.H // self.KV, dim=1)
-        # A query at position offset+i may see keys 0..offset+i (bottom-right aligned causal mask).
+        # A query at position offset+i may see keys 0..offset+i (bottom-right aligned causal mask);
+        # one new query (cached decoding) sees every key, so it needs no mask.
         S = k.shape[2]
-        mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T) if self.causal else None
+        mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T) if self.causal and T > 1 else None
         if self.explicit or self.hook_scores.has_hooks() or self.hook_pattern.has_hooks():
             z = self._explicit(q, k, v, mask)
         else:  # fused kernel, same maths (pinned equal by tests/test_model.py)
             p = self.p_drop if self.training else 0.0
-            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, scale=self.scale)
+            # the square causal case (training, prefill) as is_causal, as nanoGPT calls it: the kernel
+            # can skip the masked blocks instead of reading a mask
+            square = mask is not None and T == S
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=None if square else mask, dropout_p=p,
+                                               is_causal=square, scale=self.scale)
         z = self.hook_z(z.transpose(1, 2))  # [B, T, H, dh]
         return self.resid_drop(self.W_O(z.reshape(B, T, self.H * self.dh)))
 

@@ -1,8 +1,10 @@
 """Sampling with temperature, top-k, top-p and a seed; temperature 0 is greedy.
 
-Generation keeps a KV cache while the text fits the context. Once it does not, every step
-re-reads the last n_ctx tokens, exactly as uncached generation does, so both give the
-same text (pinned by tests/test_sample.py).
+The model reads the text from a window start. When the text outgrows n_ctx, the start jumps
+so that the last 3/4 of n_ctx tokens stay, as llama.cpp shifts a full context; the KV cache is
+refilled from them once and grows again. Re-reading the last n_ctx tokens at every step would
+cost a full forward pass per token (learned positions shift, so no cached key stays valid).
+Uncached generation reads the same windows, so both give the same text (tests/test_sample.py).
 """
 
 from __future__ import annotations
@@ -52,14 +54,17 @@ def next_token_probs(logits: torch.Tensor, cfg: SampleConfig) -> torch.Tensor:
     return torch.softmax(logits, dim=-1)
 
 
-def encode_prompt(tokenizer, prompt: str, n_ctx: int) -> tuple[list[int], list[str]]:
-    """Token ids of the prompt, cropped to its last n_ctx - 1 tokens, and notices for the person."""
+def encode_prompt(tokenizer, prompt: str, n_ctx: int, room: int = 1) -> tuple[list[int], list[str]]:
+    """Token ids of the prompt, cropped to its last n_ctx - room tokens, and notices for the person.
+
+    room=1 leaves a position for the next token (sampling); room=0 fills the context (inspection).
+    """
     if not prompt:
         raise ValueError("the prompt is empty; type at least one character to start from.")
     ids = tokenizer.encode(prompt)  # UnknownCharactersError names any character it does not know
     notices = []
-    if len(ids) >= n_ctx:
-        keep = n_ctx - 1
+    keep = n_ctx - room
+    if len(ids) > keep:
         notices.append(
             f"the prompt has {len(ids)} tokens but the model sees at most n_ctx={n_ctx}; "
             f"only its last {keep} tokens were used."
@@ -84,15 +89,15 @@ def generate(model: Transformer, tokenizer, prompt: str, cfg: SampleConfig = Sam
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(cfg.seed)
     tokens = list(ids)
+    start, keep = 0, max(1, n_ctx * 3 // 4)  # the window is tokens[start:], at most n_ctx long
 
-    def full_window():
+    def read_window():
         cache = KVCache(model.cfg, 1, device=device) if use_cache else None
-        window = torch.tensor([tokens[-n_ctx:]], device=device)
-        return model(window, kv_cache=cache)[0, -1], cache
+        return model(torch.tensor([tokens[start:]], device=device), kv_cache=cache)[0, -1], cache
 
-    logits, cache = full_window()
+    logits, cache = read_window()
     steps = []
-    for _ in range(cfg.max_new_tokens):
+    for i in range(cfg.max_new_tokens):
         probs = next_token_probs(logits, cfg)
         if cfg.temperature == 0:
             tok = int(torch.argmax(probs))
@@ -104,10 +109,15 @@ def generate(model: Transformer, tokenizer, prompt: str, cfg: SampleConfig = Sam
             candidates=[(tokenizer.token_str(int(i)), float(p)) for p, i in zip(top.values, top.indices)],
         ))
         tokens.append(tok)
-        if cache is not None and cache.pos < n_ctx:
+        if i + 1 == cfg.max_new_tokens:
+            break  # no step reads the logits after the last token
+        if len(tokens) - start > n_ctx:
+            start = len(tokens) - keep
+            logits, cache = read_window()
+        elif cache is not None:
             logits = model(torch.tensor([[tok]], device=device), kv_cache=cache)[0, -1]
         else:
-            logits, cache = full_window()
+            logits, cache = read_window()
     model.train(was_training)
     return SampleResult(prompt=tokenizer.decode(ids), text=tokenizer.decode(tokens[len(ids):]),
                         steps=steps, notices=notices)
