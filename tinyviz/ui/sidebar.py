@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import streamlit as st
@@ -29,8 +30,18 @@ def _status(run_id: str) -> str:
     return f"step {s['step']} of {s['steps']} · {status} · {s['model']}"
 
 
-def _on_pick() -> None:
-    state.set_run(st.session_state[state.RUN_PICKER])
+def _on_pick(key: str) -> None:
+    state.set_run(st.session_state[key])
+
+
+def _picker_key(ids: list[str], current: str) -> str:
+    """A key that changes with the options and the current run.
+
+    A keyed selectbox keeps its identity when its options change, and the browser then shows
+    its first option (the demo) while the page shows another run; a later rerun sends that
+    stale choice back and the page jumps runs. A new key draws a fresh box showing ``current``.
+    """
+    return f"{state.RUN_PICKER}_{zlib.crc32(chr(10).join([*ids, current]).encode()):08x}"
 
 
 def _on_upload() -> None:
@@ -43,7 +54,6 @@ def _on_upload() -> None:
         state.put(state.UPLOAD_MSG, ("error", f"Upload refused: {e}"))
         return
     state.set_run(str(run.path))
-    st.session_state[state.RUN_PICKER] = str(run.path)
     msg = f"Added {run.name} from {file.name}." + (" " + "; ".join(notes).capitalize() + "." if notes else "")
     state.put(state.UPLOAD_MSG, ("success", msg))
 
@@ -60,9 +70,9 @@ def run_picker() -> None:
         if not ids:
             st.info(f"No runs in {loaders.runs_root()}/ yet. Train one on the Train page.")
         else:
-            if st.session_state.get(state.RUN_PICKER) != current:
-                st.session_state[state.RUN_PICKER] = current
-            st.selectbox("Current run", ids, key=state.RUN_PICKER, format_func=_label, on_change=_on_pick,
+            key = _picker_key(ids, current)
+            st.selectbox("Current run", ids, index=ids.index(current), key=key, format_func=_label,
+                         on_change=_on_pick, args=(key,),
                          label_visibility="collapsed", help="the demo run, and every run folder in "
                          f"{loaders.runs_root()}/")
             st.caption(_status(current))
