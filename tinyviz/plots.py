@@ -51,13 +51,21 @@ def _token_axis(labels: Sequence[str], max_ticks: int = 64) -> dict:
 
 # -- training ---------------------------------------------------------------------------------
 
+def thin(records: list[dict], max_points: int = 1000) -> list[dict]:
+    """Every k-th record (and the last), so a long run's curve stays light to draw and send."""
+    if len(records) <= max_points:
+        return records
+    k = math.ceil(len(records) / max_points)
+    return records[::k] + ([records[-1]] if (len(records) - 1) % k else [])
+
+
 def loss_curves(runs: dict[str, list[dict]], log_y: bool = True, title_text: Optional[str] = None) -> go.Figure:
     """Train loss (lines) and val loss (markers) of one or more runs' metrics records."""
     fig = go.Figure()
     palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
     for i, (name, metrics) in enumerate(runs.items()):
         colour = palette[i % len(palette)]
-        recs = [m for m in metrics if m.get("loss") is not None]
+        recs = thin([m for m in metrics if m.get("loss") is not None])
         fig.add_scatter(x=[m["step"] for m in recs], y=[m["loss"] for m in recs], mode="lines",
                         name=f"{name} train", line=dict(color=colour, width=1.5))
         vals = [m for m in metrics if m.get("val_loss") is not None]
@@ -73,7 +81,7 @@ def loss_curves(runs: dict[str, list[dict]], log_y: bool = True, title_text: Opt
 
 def metric_curve(metrics: list[dict], key: str, run: str, label: str, log_y: bool = False) -> go.Figure:
     """One scalar per step (lr, tokens_per_s, grad_norm...) as a line."""
-    recs = [m for m in metrics if m.get(key) is not None]
+    recs = thin([m for m in metrics if m.get(key) is not None])
     fig = go.Figure(go.Scatter(x=[m["step"] for m in recs], y=[m[key] for m in recs], mode="lines", name=label))
     _layout(fig, title(label, run), xaxis_title="step", yaxis_title=label, height=300)
     fig.update_yaxes(type="log" if log_y else "linear")

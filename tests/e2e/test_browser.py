@@ -1,0 +1,140 @@
+"""The app in a real browser: what a person clicks. Screenshots go to test-artifacts/."""
+
+import time
+
+import pytest
+
+from .conftest import ARTIFACTS
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def open_page(page, app_url: str, path: str = "", title: str = "tinyviz"):
+    """Load a page and wait until its script has finished and its charts are drawn."""
+    page.goto(f"{app_url}/{path}")
+    page.get_by_role("heading", name=title, level=1).wait_for()
+    settle(page)
+
+
+def settle(page, timeout: float = 60):
+    """Wait until Streamlit is not running a script and every chart has its SVG."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = page.locator('[data-testid="stStatusWidget"]').count() > 0
+        charts = page.locator('[data-testid="stPlotlyChart"]').count()
+        drawn = page.locator('[data-testid="stPlotlyChart"] .main-svg').count()
+        if not running and drawn >= charts:
+            time.sleep(0.5)
+            return
+        time.sleep(0.25)
+    raise AssertionError("the page did not settle")
+
+
+def by_key(key: str) -> str:
+    """The element of a Streamlit key, not the faded copy a rerun leaves until it finishes."""
+    return f'.st-key-{key}:not([data-stale="true"])'
+
+
+def button(page, key: str):
+    return page.locator(by_key(key)).get_by_role("button").first
+
+
+def chart_title(page, key: str) -> str:
+    return page.locator(f"{by_key(key)} .gtitle").first.text_content()
+
+
+def points(page, key: str) -> int:
+    """How many points the first trace of a chart holds, read from Plotly's own data."""
+    return page.locator(f"{by_key(key)} .js-plotly-plot").first.evaluate(
+        "el => (el.data && el.data[0] && el.data[0].x) ? el.data[0].x.length : -1")  # -1 while it redraws
+
+
+def shot(page, name: str):
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def test_home_opens_on_the_demo_run(page, app_url):
+    open_page(page, app_url)
+    assert page.get_by_text("Current run: demo").is_visible()
+    for name in ("Train", "Heads", "Predictions", "Sample", "Compare"):
+        assert page.locator('[data-testid="stSidebar"]').get_by_role("link", name=name).count() == 1
+    shot(page, "home")
+
+
+def test_train_live_loss_updates_then_stop(page, app_url):
+    open_page(page, app_url, "train", "Train")
+    button(page, "train_start").click()
+    page.get_by_role("heading", name="micro-tinytales-1 · training").wait_for(timeout=90_000)
+    deadline = time.monotonic() + 30
+    while (first := points(page, "train_loss")) < 1:
+        assert time.monotonic() < deadline, "the loss chart has no points"
+        time.sleep(0.25)
+    deadline = time.monotonic() + 60
+    while points(page, "train_loss") <= first:
+        assert time.monotonic() < deadline, "the loss chart did not update"
+        time.sleep(0.5)
+    assert page.get_by_text("training", exact=False).first.is_visible()
+    shot(page, "train-live")
+    button(page, "train_stop").click()
+    page.get_by_text("stopped by request", exact=False).wait_for(timeout=60_000)
+    assert button(page, "train_resume").is_visible()
+    settle(page)
+    shot(page, "train-stopped")
+
+
+@pytest.mark.parametrize("layer, head", [(1, 2), (0, 1)])
+def test_heads_click_a_grid_cell_opens_that_head(page, app_url, layer, head):
+    open_page(page, app_url, "heads", "Heads")
+    plot = page.locator(f"{by_key('heads_grid')} .js-plotly-plot").first
+    # the centre of subplot (layer, head) in page pixels, from Plotly's own axis layout
+    x, y = plot.evaluate("""(el, [layer, head]) => {
+        const heads = el.layout.annotations.filter(a => a.text.startsWith("L0H")).length;
+        const n = layer * heads + head + 1, sfx = n === 1 ? "" : String(n);
+        const xa = el._fullLayout["xaxis" + sfx], ya = el._fullLayout["yaxis" + sfx];
+        const box = el.getBoundingClientRect();
+        return [box.x + xa._offset + xa._length / 2, box.y + ya._offset + ya._length / 2];
+    }""", [layer, head])
+    page.mouse.click(x, y)
+    deadline = time.monotonic() + 30
+    while f"layer {layer}, head {head} " not in chart_title(page, "heads_big") + " ":
+        assert time.monotonic() < deadline, chart_title(page, "heads_big")
+        time.sleep(0.25)
+    settle(page)
+    title = chart_title(page, "heads_big")
+    assert "demo" in title and f"layer {layer}, head {head} " in title + " " and "step" in title
+    shot(page, f"heads-L{layer}H{head}")
+
+
+def test_sample_temperature_slider_changes_the_text(page, app_url):
+    open_page(page, app_url, "sample", "Sample")
+    text = page.locator(by_key("sample_text"))
+    before = text.inner_text()
+    slider = page.locator(f"{by_key('sample_temperature')} input[type=range]")
+    slider.focus()
+    for _ in range(12):  # 0.80 -> 1.40 in steps of 0.05
+        page.keyboard.press("ArrowRight")
+    deadline = time.monotonic() + 30
+    while text.inner_text() == before:
+        assert time.monotonic() < deadline, "the sample did not change"
+        time.sleep(0.25)
+    settle(page)
+    assert "T=1.4" in chart_title(page, "sample_candidates")
+    shot(page, "sample")
+
+
+def test_png_export_button_downloads_a_png(page, app_url):
+    open_page(page, app_url, "heads", "Heads")
+    with page.expect_download(timeout=90_000) as download:
+        button(page, "export_heads_big_png").click()
+    data = open(download.value.path(), "rb").read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert download.value.suggested_filename.endswith(".png")
+    (ARTIFACTS / "exported-head.png").write_bytes(data)
+
+
+@pytest.mark.parametrize("path, title", [("predictions", "Predictions"), ("compare", "Compare")])
+def test_other_pages_render(page, app_url, path, title):
+    open_page(page, app_url, path, title)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    shot(page, path)
