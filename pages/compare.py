@@ -40,6 +40,9 @@ def loss_section(runs: list) -> None:
 
 def config_section(runs: list) -> None:
     st.subheader("What differs")
+    if len(runs) < 2:
+        st.info("Pick a second run to see how its configuration differs.")
+        return
     diff = analysis.config_diff_frame(runs)
     if diff.empty:
         st.info("These runs have the same configuration.")

@@ -56,7 +56,7 @@ for key, n in ((state.HEAD_LAYER, cfg.n_layers), (state.HEAD_HEAD, cfg.n_heads))
         state.put(key, 0)
 layer, head = state.get(state.HEAD_LAYER), state.get(state.HEAD_HEAD)
 
-left, right = st.columns(2, gap="medium")
+left, right = st.columns([5, 6], gap="medium")
 with left:
     st.markdown("**Click a head** (or pick it below) to open it. Same colour scale as the big heatmap.")
     grid = plots.head_grid(patterns, run.name, step, stats["labels"], selected=(layer, head))

@@ -43,11 +43,13 @@ for notice in result.notices:
     st.info(widgets.sentence(notice))
 
 settings = f"T={temperature:g}, top-k={top_k or 'off'}, top-p={top_p:g}, seed={int(seed)}"
-st.caption(f"Generated with {settings}. Shading: the probability of each generated token under the distribution "
-           "it was drawn from (darker = likelier); hover a token for it. The prompt is unshaded.")
+st.caption(f"Generated with {settings}. Each generated token is shaded by how unlikely it was under the "
+           "distribution it was drawn from: plain = probability near 1, dark orange = near 0. Hover a token for its "
+           "probability. The prompt is not shaded.")
 labels, values, tips = widgets.sample_tokens(tok, result)
+surprise = [None if v is None else 1.0 - v for v in values]
 with st.container(key="sample_text", border=True):
-    st.html(widgets.token_html(labels, values, tips, (31, 119, 180)))
+    st.html(widgets.token_html(labels, surprise, tips, (255, 127, 14)))
 with st.expander("Plain text"):
     st.code(result.prompt + result.text, language=None, wrap_lines=True)
 

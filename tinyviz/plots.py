@@ -66,12 +66,13 @@ def loss_curves(runs: dict[str, list[dict]], log_y: bool = True, title_text: Opt
     for i, (name, metrics) in enumerate(runs.items()):
         colour = palette[i % len(palette)]
         recs = thin([m for m in metrics if m.get("loss") is not None])
-        fig.add_scatter(x=[m["step"] for m in recs], y=[m["loss"] for m in recs], mode="lines",
-                        name=f"{name} train", line=dict(color=colour, width=1.5))
         vals = [m for m in metrics if m.get("val_loss") is not None]
+        # train loss is noisy: drawn light, so the val curve on top stays readable
+        fig.add_scatter(x=[m["step"] for m in recs], y=[m["loss"] for m in recs], mode="lines",
+                        name=f"{name} train", line=dict(color=colour, width=1.2), opacity=0.45 if vals else 1.0)
         if vals:
             fig.add_scatter(x=[m["step"] for m in vals], y=[m["val_loss"] for m in vals], mode="lines+markers",
-                            name=f"{name} val", line=dict(color=colour, dash="dot"), marker=dict(size=7))
+                            name=f"{name} val", line=dict(color=colour, width=2.5), marker=dict(size=6))
     default = title("Loss", ", ".join(runs)) if len(runs) > 1 else title("Loss", *runs)
     _layout(fig, title_text or default, xaxis_title="step", yaxis_title="cross-entropy (nats)",
             legend=dict(orientation="h", y=-0.2), height=380)
@@ -184,14 +185,14 @@ def head_heatmap(pattern: np.ndarray, tokens: Sequence[str], run: str, layer: in
     k_lab = q_lab.T
     fig = go.Figure(go.Heatmap(
         z=p, x=list(range(T)), y=list(range(T)), colorscale=ATTN_SCALE, zmin=0, zmax=1,
-        colorbar=dict(title="weight", thickness=14), customdata=np.dstack([q_lab, k_lab]).tolist(),
+        colorbar=dict(title="weight", thickness=14, len=0.8, y=1, yanchor="top"), customdata=np.dstack([q_lab, k_lab]).tolist(),
         hovertemplate="query %{customdata[0]}<br>key %{customdata[1]}<br>weight %{z:.3f}<extra></extra>",
     ))
-    font = 10 if T > 40 else 12
+    font = 9 if T > 40 else 12
     _layout(fig, title(run, f"layer {layer}, head {head}", step is not None and f"step {step}", label),
-            xaxis=dict(title="key (attended-to token)", tickfont_size=font, **_token_axis(tokens, 48)),
+            xaxis=dict(title="key (attended-to token)", tickfont_size=font, **_token_axis(tokens, 40)),
             yaxis=dict(title="query (attending token)", autorange="reversed", tickfont_size=font,
-                       scaleanchor="x", constrain="domain", **_token_axis(tokens, 48)),
+                       scaleanchor="x", constrain="domain", constraintoward="top", **_token_axis(tokens, 40)),
             height=600, margin=dict(l=70, r=10, t=60, b=60))
     fig.update_xaxes(constrain="domain")
     return fig

@@ -15,9 +15,8 @@ from tinyviz.ui.uploads import UploadError, extract_run_zip
 
 
 def _label(run_id: str) -> str:
-    """A label that stays the same while the run trains (the status goes in the caption below)."""
-    name = Path(run_id).name
-    return f"{name} (demo)" if Path(run_id) == loaders.demo_path() else name
+    """The folder name: a label that stays the same while the run trains (the status is in the caption)."""
+    return Path(run_id).name
 
 
 def _status(run_id: str) -> str:

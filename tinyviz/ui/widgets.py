@@ -70,7 +70,7 @@ def token_html(labels: Sequence[str], values: Sequence[Optional[float]], tips: S
     a token ending in ⏎ also breaks the line."""
     spans = []
     for label, value, tip in zip(labels, values, tips):
-        alpha = 0.0 if value is None else 0.1 + 0.85 * max(0.0, min(1.0, value / vmax))
+        alpha = 0.0 if value is None else 0.9 * max(0.0, min(1.0, value / vmax))
         ink = "#fff" if alpha > 0.6 else "inherit"
         spans.append(f'<span title="{html.escape(tip)}" style="background: rgba({rgb[0]},{rgb[1]},{rgb[2]},'
                      f'{alpha:.2f}); color: {ink}; border-radius: 2px; white-space: pre-wrap">'
