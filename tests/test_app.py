@@ -168,3 +168,18 @@ def test_compare_ab_launches_a_sibling(runs_root):
     assert a["model"]["pos_emb"] != b["model"]["pos_emb"]
     assert a["train"] == b["train"] and a["data"] == b["data"]
     assert any(sibling.name in s.value for s in at.success)
+
+
+def test_write_up_bundle_collects_figures_and_builds_a_zip(runs_root, monkeypatch):
+    from tinyviz import export
+
+    monkeypatch.setattr(export, "find_browser", lambda: None)  # CSV + HTML only: fast, and the note is shown
+    at = ok(app("heads"))
+    at.button(key="export_heads_big_bundle").click().run()
+    at.button(key="export_heads_scores_bundle").click().run()
+    ok(at)
+    assert at.button(key="export_heads_big_bundle").disabled
+    at.sidebar.button(key="bundle_build").click().run()
+    ok(at)
+    assert at.sidebar.get("download_button")
+    assert any("Chrome or Chromium" in c.value for c in at.sidebar.caption)
