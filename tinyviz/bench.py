@@ -1,6 +1,6 @@
 """How fast is tinyviz on this machine, next to a plain PyTorch model of the same size?
 
-    python -m tinyviz.bench                 # the full run (about 6-9 minutes on 2 cores)
+    python -m tinyviz.bench                 # the full run (under 10 minutes on 2 cores)
     python -m tinyviz.bench --quick         # a tiny smoke run of every section (seconds)
     python -m tinyviz.bench --json out/bench.json --presets lab
 
@@ -196,7 +196,8 @@ def matmul_peak(quick: bool) -> dict:
 
 # -- 1 & 2: training ------------------------------------------------------------------------------
 
-def bench_training(name: str, args, tmp: Path, peak: dict) -> dict:
+def bench_training(name: str, args, tmp: Path, peak: dict, fast: bool) -> dict:
+    """fast: also time the opt-in modes (the first preset only: compiling takes minutes on 2 cores)."""
     cfg = preset(name)
     if args.quick:
         cfg = apply_overrides(cfg, QUICK)
@@ -209,7 +210,7 @@ def bench_training(name: str, args, tmp: Path, peak: dict) -> dict:
         "tinyviz": lambda: json.dumps(tv.step().to_dict()),  # the metrics record, as the session logs it
     }
     warm: dict[str, float] = {}
-    for mode in args.modes:
+    for mode in args.modes if fast else []:
         if "dtype" in FAST_MODES[mode] and not bf16_native():
             continue  # emulated bf16 is hundreds of times slower than fp32 here; see matmul_peak
         fast = Trainer(mcfg, dataclasses.replace(tcfg, **FAST_MODES[mode]), tv.data)
@@ -241,9 +242,10 @@ def bench_training(name: str, args, tmp: Path, peak: dict) -> dict:
             out["modes"][mode]["payback_steps"] = extra / saved if saved > 0 else None
     step = statistics.median(times["tinyviz"])
     with_snap = step + statistics.median(snap) / SNAPSHOT_EVERY
+    overhead = with_snap / step - 1
     out["modes"]["tinyviz+snapshots"] = {
-        "tokens_per_s": tokens / with_snap, "overhead": with_snap / step - 1,
-        "vs_reference": statistics.median(times["reference"]) / with_snap,
+        "tokens_per_s": tokens / with_snap, "overhead": overhead,
+        "vs_reference": out["modes"]["tinyviz"]["vs_reference"]["median"] / (1 + overhead),
     }
     return out
 
@@ -387,8 +389,8 @@ def child_app(path: str) -> None:
 
 
 def bench_memory(args, tmp: Path, presets: list[str]) -> dict:
-    steps = 2 if args.quick else 10
-    out = {"python+torch": _child(["--child-baseline"])}
+    steps = 2 if args.quick else 3  # the peak comes with the first step (activations, grads, AdamW state)
+    out = {} if args.quick else {"python+torch": _child(["--child-baseline"])}
     for name in presets:
         out[f"train {name}"] = _child(["--child-train", name, "--child-steps", str(steps)] + (["--quick"] if args.quick else []))
     out["app with demo run"] = _child(["--child-app", str(demo_run(args, tmp))])
@@ -468,20 +470,26 @@ def main(argv=None) -> int:
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
-    args.rounds = args.rounds or (1 if args.quick else 6)
-    args.calls = args.calls or (2 if args.quick else 4)
+    args.rounds = args.rounds or (1 if args.quick else 4)
+    args.calls = args.calls or 2
     args.modes = [m for m in args.modes.split(",") if m]
     presets = [n for n in args.presets.split(",") if n]
     skip = set(args.skip.split(","))
     t_start = time.perf_counter()
     res: dict = {"machine": machine(), "args": {k: v for k, v in vars(args).items() if not k.startswith("child")}}
     res["peak"] = matmul_peak(args.quick)
+    sections = {
+        "training": lambda tmp: {n: bench_training(n, args, tmp, res["peak"], fast=n == presets[0]) for n in presets},
+        "inspection": lambda tmp: bench_inspection(args, tmp),
+        "interaction": lambda tmp: bench_interaction(args, tmp),
+        "memory": lambda tmp: bench_memory(args, tmp, presets),
+    }
+    res["section_s"] = {}
     with tempfile.TemporaryDirectory(prefix="tinyviz-bench-") as d:
-        tmp = Path(d)
-        res["training"] = {} if "training" in skip else {n: bench_training(n, args, tmp, res["peak"]) for n in presets}
-        res["inspection"] = bench_inspection(args, tmp) if "inspection" not in skip else {}
-        res["interaction"] = bench_interaction(args, tmp) if "interaction" not in skip else {}
-        res["memory"] = bench_memory(args, tmp, presets) if "memory" not in skip else {}
+        for name, run_section in sections.items():
+            t0 = time.perf_counter()
+            res[name] = {} if name in skip else run_section(Path(d))
+            res["section_s"][name] = time.perf_counter() - t0
     res["loadavg_end"], res["wall_s"] = list(os.getloadavg()), time.perf_counter() - t_start
     if not skip - {""}:
         print(report(res))
