@@ -242,8 +242,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                       snapshot_interval=50, checkpoint_interval=100),
         "data": dict(corpus_chars=100_000),
     },
-    "induction": {  # the demo run: 2 layers is the smallest model in which an induction head can form
-        "model": dict(n_layers=2, n_heads=4, d_model=64, d_ff=256, n_ctx=128),
+    # The demo run. Two layers is the smallest model in which an induction head can form; with
+    # two heads per layer one head takes the whole job (score 0.42 at 3 k steps), with four the
+    # job was shared by all of layer 1 and no head cleared 0.25.
+    "induction": {
+        "model": dict(n_layers=2, n_heads=2, d_model=64, d_ff=256, n_ctx=128),
         "train": dict(steps=3000, batch_size=32, lr=2e-3, warmup_steps=100, eval_interval=100,
                       snapshot_interval=100, checkpoint_interval=500),
         "data": dict(corpus_chars=300_000),
