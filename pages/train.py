@@ -91,7 +91,8 @@ with st.expander("New run", expanded=not registry().running(), icon=":material/a
     st.markdown("#### Training")
     train = config_form.train_widgets(base.train, f"{prefix}_train")
     corpus_label = data.get("corpus", "corpus") if data.get("corpus") in corpora.CORPORA else "text"
-    name = c2.text_input("Run name", value=_free_name(f"{preset_name}-{corpus_label}"), key=f"train_name_{prefix}",
+    suggested = _free_name(f"{preset_name}-{corpus_label}")  # keyed by it, so the box moves on after a start
+    name = c2.text_input("Run name", value=suggested, key=f"train_name_{suggested}",
                          help=f"a folder in {loaders.runs_root()}/")
     busy = len(registry().running()) >= MAX_CONCURRENT
     if busy:

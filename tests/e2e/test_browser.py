@@ -3,6 +3,7 @@
 import time
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 from .conftest import ARTIFACTS
 
@@ -45,8 +46,12 @@ def chart_title(page, key: str) -> str:
 
 def points(page, key: str) -> int:
     """How many points the first trace of a chart holds, read from Plotly's own data."""
-    return page.locator(f"{by_key(key)} .js-plotly-plot").first.evaluate(
-        "el => (el.data && el.data[0] && el.data[0].x) ? el.data[0].x.length : -1")  # -1 while it redraws
+    plot = page.locator(f"{by_key(key)} .js-plotly-plot")
+    try:
+        return plot.first.evaluate("el => (el.data && el.data[0] && el.data[0].x) ? el.data[0].x.length : -1",
+                                   timeout=5_000)
+    except PlaywrightError:  # not drawn yet, or replaced by a refresh while being read
+        return -1
 
 
 def shot(page, name: str):
@@ -63,20 +68,25 @@ def test_home_opens_on_the_demo_run(page, app_url):
 
 def test_train_live_loss_updates_then_stop(page, app_url):
     open_page(page, app_url, "train", "Train")
+    steps = page.locator(f"{by_key('cfg_micro_train_steps')} input")
+    steps.fill("20000")  # long enough that it is still training when Stop is pressed, however busy the machine
+    steps.press("Enter")
+    settle(page)
     button(page, "train_start").click()
-    page.get_by_role("heading", name="micro-tinytales-1 · training").wait_for(timeout=90_000)
-    deadline = time.monotonic() + 30
+    page.get_by_role("heading", name="micro-tinytales-1 · training").wait_for(timeout=120_000)
+    deadline = time.monotonic() + 120  # generous: the machine running the tests may be busy
     while (first := points(page, "train_loss")) < 1:
         assert time.monotonic() < deadline, "the loss chart has no points"
         time.sleep(0.25)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while points(page, "train_loss") <= first:
         assert time.monotonic() < deadline, "the loss chart did not update"
         time.sleep(0.5)
     assert page.get_by_text("training", exact=False).first.is_visible()
     shot(page, "train-live")
     button(page, "train_stop").click()
-    page.get_by_text("stopped by request", exact=False).wait_for(timeout=60_000)
+    page.get_by_text("stopped by request", exact=False).wait_for(timeout=120_000)
+    assert "of 20000" in page.locator('[data-testid="stProgress"]').first.text_content()
     assert button(page, "train_resume").is_visible()
     settle(page)
     shot(page, "train-stopped")
