@@ -162,8 +162,8 @@ def head_grid(patterns: np.ndarray, run: str, step: Optional[int] = None,
     if selected is not None:
         l, h = selected
         ref = "" if l * H + h == 0 else str(l * H + h + 1)
-        fig.add_shape(type="rect", xref=f"x{ref} domain", yref=f"y{ref} domain", x0=-0.02, x1=1.02, y0=-0.02,
-                      y1=1.02, line=dict(color="#d62728", width=3))
+        fig.add_shape(type="rect", xref=f"x{ref} domain", yref=f"y{ref} domain", x0=0, x1=1, y0=0, y1=1,
+                      line=dict(color="#d62728", width=3))
     _layout(fig, title("All heads", run, step is not None and f"step {step}"),
             height=80 + L * int(min(200, 560 / H)),
             coloraxis=dict(colorscale=ATTN_SCALE, cmin=0, cmax=1, showscale=False),

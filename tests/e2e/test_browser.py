@@ -92,18 +92,27 @@ def test_train_live_loss_updates_then_stop(page, app_url):
     shot(page, "train-stopped")
 
 
-@pytest.mark.parametrize("layer, head", [(1, 2), (0, 1)])
-def test_heads_click_a_grid_cell_opens_that_head(page, app_url, layer, head):
+@pytest.mark.parametrize("cell", ["last", "second"])
+def test_heads_click_a_grid_cell_opens_that_head(page, app_url, cell):
     open_page(page, app_url, "heads", "Heads")
     plot = page.locator(f"{by_key('heads_grid')} .js-plotly-plot").first
-    # the centre of subplot (layer, head) in page pixels, from Plotly's own axis layout
-    x, y = plot.evaluate("""(el, [layer, head]) => {
-        const heads = el.layout.annotations.filter(a => a.text.startsWith("L0H")).length;
+    titles = plot.evaluate("el => el.layout.annotations.map(a => a.text)")
+    n_heads = sum(t.startswith("L0H") for t in titles)
+    layer, head = (len(titles) // n_heads - 1, n_heads - 1) if cell == "last" else (0, 1)
+    # the centre of subplot (layer, head) in page pixels, from Plotly's own axis layout (null while it draws)
+    centre = """(el, [layer, head]) => {
+        const heads = (el.layout.annotations || []).filter(a => a.text.startsWith("L0H")).length;
         const n = layer * heads + head + 1, sfx = n === 1 ? "" : String(n);
-        const xa = el._fullLayout["xaxis" + sfx], ya = el._fullLayout["yaxis" + sfx];
+        const full = el._fullLayout || {}, xa = full["xaxis" + sfx], ya = full["yaxis" + sfx];
+        if (!heads || !xa || !ya) return null;
         const box = el.getBoundingClientRect();
         return [box.x + xa._offset + xa._length / 2, box.y + ya._offset + ya._length / 2];
-    }""", [layer, head])
+    }"""
+    deadline = time.monotonic() + 30
+    while (xy := plot.evaluate(centre, [layer, head])) is None:
+        assert time.monotonic() < deadline, "the head grid was not drawn"
+        time.sleep(0.25)
+    x, y = xy
     page.mouse.click(x, y)
     deadline = time.monotonic() + 30
     while f"layer {layer}, head {head} " not in chart_title(page, "heads_big") + " ":
