@@ -181,11 +181,13 @@ def head_heatmap(pattern: np.ndarray, tokens: Sequence[str], run: str, layer: in
         raise ValueError(f"a head's pattern must be [T, T]; got shape {list(p.shape)}.")
     _check_labels(tokens, p.shape[0], "the pattern")
     T = len(tokens)
-    q_lab = np.array([[f"{i} {tokens[i]!r}"] * T for i in range(T)])
-    k_lab = q_lab.T
+    labels = np.array([f"{i} {tok!r}" for i, tok in enumerate(tokens)])
+    # [T, T, 2] (query, key) labels for the hover; a numpy array, as a nested list of T*T
+    # pairs takes plotly's validators ten times longer (this is the big heatmap, not clickable)
+    hover = np.stack(np.broadcast_arrays(labels[:, None], labels[None, :]), axis=-1)
     fig = go.Figure(go.Heatmap(
         z=p, x=list(range(T)), y=list(range(T)), colorscale=ATTN_SCALE, zmin=0, zmax=1,
-        colorbar=dict(title="weight", thickness=14, len=0.8, y=1, yanchor="top"), customdata=np.dstack([q_lab, k_lab]).tolist(),
+        colorbar=dict(title="weight", thickness=14, len=0.8, y=1, yanchor="top"), customdata=hover,
         hovertemplate="query %{customdata[0]}<br>key %{customdata[1]}<br>weight %{z:.3f}<extra></extra>",
     ))
     font = 9 if T > 40 else 12
