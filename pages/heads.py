@@ -51,9 +51,10 @@ if len(ids) < 2:
 
 tokens = [tok.token_str(i) for i in ids]
 stats = analysis.head_stats(patterns, ids, cfg.causal)
-for key, n in ((state.HEAD_LAYER, cfg.n_layers), (state.HEAD_HEAD, cfg.n_heads)):
-    if state.get(key) not in range(n):
-        state.put(key, 0)
+if state.get(state.HEAD_LAYER) not in range(cfg.n_layers) or state.get(state.HEAD_HEAD) not in range(cfg.n_heads):
+    layer, head = analysis.most_telling_head(stats["labels"])
+    state.put(state.HEAD_LAYER, layer)
+    state.put(state.HEAD_HEAD, head)
 layer, head = state.get(state.HEAD_LAYER), state.get(state.HEAD_HEAD)
 
 left, right = st.columns([5, 6], gap="medium")

@@ -29,6 +29,18 @@ def default_prompt(run: Run, tokenizer, n_tokens: Optional[int] = None) -> str:
     return tokenizer.decode(ids[: n_tokens or run.config.model.n_ctx])
 
 
+LABEL_INTEREST = ("induction", "prev_token", "local", "sink", "self", "uniform")
+
+
+def most_telling_head(labels: list[list[str]]) -> tuple[int, int]:
+    """The head a first look should open: an induction head if any, then a previous-token head, ..."""
+    for wanted in LABEL_INTEREST:
+        for l, row in enumerate(labels):
+            if wanted in row:
+                return l, row.index(wanted)
+    return 0, 0
+
+
 def head_stats(patterns: np.ndarray, ids: list[int], causal: bool) -> dict:
     """{"scores": {name: [L, H]}, "entropy": [L, H], "labels": [L][H], "top_score": [L][H] 'name 0.83'}."""
     scores = probes.head_scores(patterns, ids, causal=causal)
