@@ -24,9 +24,10 @@ import pytest
 import torch
 
 import tinyviz
-from tinyviz import cli, runs
+from tinyviz import cli, runs, runzip
 from tinyviz.config import apply_overrides, preset
-from tinyviz.runs import Run, RunError, check_run_name, import_run_zip
+from tinyviz.runs import Run, RunError, check_run_name
+from tinyviz.runzip import import_run_zip
 from tinyviz.session import TrainingSession
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,7 +230,7 @@ def test_run_zip_duplicate_entry_is_refused(tmp_path, trained):
 
 
 def test_run_zip_too_large_in_total(tmp_path, trained, monkeypatch):
-    monkeypatch.setattr(runs, "MAX_IMPORT_BYTES", 20_000)
+    monkeypatch.setattr(runzip, "MAX_IMPORT_BYTES", 20_000)
     with pytest.raises(RunError, match="unpacks to more than 0.02 MB"):
         import_run_zip(zip_of(trained), tmp_path / "runs", "x")
     assert nothing_left(tmp_path / "runs")

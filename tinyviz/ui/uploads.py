@@ -1,6 +1,6 @@
 """Unpack a run folder uploaded as a zip, safely. No Streamlit here, so tests call it directly.
 
-The checks are the core's ``tinyviz.runs.import_run_zip`` (one implementation, shared with
+The checks are the core's ``tinyviz.runzip.import_run_zip`` (one implementation, shared with
 tests and scripts): only the files a run folder holds, from the zip's root or from one folder
 inside it; an absolute or '..' path, a symbolic link, any other file (a pickle, a script) or a
 zip bomb refuses the whole zip; declared and actual sizes are capped; config, tokenizer and
@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tinyviz.runs import Run, RunError, import_run_zip
+from tinyviz.runs import Run, RunError
+from tinyviz.runzip import import_run_zip
 
 MAX_ZIP_BYTES = 200_000_000
 
