@@ -339,14 +339,15 @@ def test_stop_in_the_app_mid_run_ends_cleanly(runs_root, registry_cleanup):
     job = registry_cleanup().get(str(runs_root / "r1"))
     assert job is not None and wait_for(lambda: job.snapshot()["step"] >= 3)
     at.run()
-    at.button(key="train_stop").click().run()
+    from tinyviz.ui.train_panel import control_key
+    at.button(key=control_key("stop", job.run_id)).click().run()  # keyed per run
     assert wait_for(lambda: not job.alive)
     at.run()
     no_exception(at)
     run = Run.open(runs_root / "r1")
     assert run.state()["status"] == "stopped" and run.weights_step() == job.snapshot()["step"] >= 3
     assert any("resume to continue" in i.value for i in at.info), [i.value for i in at.info]
-    assert at.button(key="train_resume")
+    assert at.button(key=control_key("resume", job.run_id))
 
 
 def test_the_concurrent_training_limit_is_explained(runs_root, registry_cleanup):

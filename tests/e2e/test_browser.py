@@ -84,10 +84,10 @@ def test_train_live_loss_updates_then_stop(page, app_url):
         time.sleep(0.5)
     assert page.get_by_text("training", exact=False).first.is_visible()
     shot(page, "train-live")
-    button(page, "train_stop").click()
+    page.locator('[class*="st-key-train_stop_"]:not([data-stale="true"])').get_by_role("button").first.click()
     page.get_by_text("stopped by request", exact=False).wait_for(timeout=120_000)
     assert "of 20000" in page.locator('[data-testid="stProgress"]').first.text_content()
-    assert button(page, "train_resume").is_visible()
+    assert page.locator('[class*="st-key-train_resume_"]:not([data-stale="true"])').get_by_role("button").first.is_visible()
     settle(page)
     shot(page, "train-stopped")
 

@@ -33,8 +33,10 @@ def no_exception(page, who: str):
     assert page.locator('[data-testid="stException"]').count() == 0, f"{who}: an exception is on the page"
 
 
-def fill(page, key: str, value: str):
-    box = page.locator(f".st-key-{key} input")
+def fill(page, key: str, value: str, prefix: bool = False):
+    """Type into a text box by key; prefix=True for a key that carries a suffix (the run-name box is
+    keyed by its suggested name)."""
+    box = page.locator(f'[class*="st-key-{key}"] input' if prefix else f".st-key-{key} input")
     box.fill(value)
     box.press("Enter")
     settle(page)
@@ -50,7 +52,7 @@ def start_training(page, name: str):
     open_new_run_form(page)
     fill(page, "cfg_micro_train_steps", "100000")
     fill(page, "cfg_micro_train_checkpoint_interval", "50")
-    fill(page, "train_name_cfg_micro", name)
+    fill(page, "train_name_", name, prefix=True)
     page.locator(".st-key-train_start button").click()
     settle(page)
 
@@ -61,14 +63,24 @@ def nav(page, name: str):
     settle(page)
 
 
+def stop_button(page, name: str):
+    """Our Stop button (keyed per run: train_stop_<hash>), not a faded copy nor Streamlit's own header Stop,
+    on a page that shows this run."""
+    live_heading(page, name)
+    stops = page.locator('[class*="st-key-train_stop_"]:not([data-stale="true"])')
+    assert stops.count() == 1, f"{name}: {stops.count()} Stop buttons"
+    return stops.locator("button").first
+
+
 def live_heading(page, name: str, status: str = "training", timeout: float = 120_000):
     page.get_by_role("heading", name=f"{name} · {status}").wait_for(timeout=timeout)
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "open app bug (reported to the app engineer): with the Train page's Stop button outside the live "
-    "fragment (train_panel.py since de2b8c4), both runs ended 'stopped by request' without a Stop click "
-    "while the four sessions navigated; before that change this test got through to the limit check"))
+    "open app bug: about 1 run in 5, a trainer's session shows the demo run instead of its own after "
+    "Heads -> Train (both runs still training, no Stop called; its sidebar picker shows demo too), so "
+    "the 'conc-b · training' heading never appears. The earlier report of runs ending 'stopped by "
+    "request' without a Stop click did not reproduce: a log in Registry.stop saw only the test's clicks"))
 def test_four_sessions_two_training_two_inspecting(browser, app_url):
     ctxs = [browser.new_context(viewport={"width": 1400, "height": 1800}) for _ in range(4)]
     a, b, c, d = tabs = [ctx.new_page() for ctx in ctxs]
@@ -90,8 +102,11 @@ def test_four_sessions_two_training_two_inspecting(browser, app_url):
         prompt.fill("Once upon a time")
         prompt.press("Control+Enter")
         settle(d)
-        d.locator(".st-key-sample_text").wait_for()
-        assert d.locator(".st-key-sample_text").inner_text().strip()
+        sample = d.locator('.st-key-sample_text:not([data-stale="true"])')
+        deadline = time.monotonic() + 90
+        while not (sample.count() and sample.first.inner_text().strip()):  # drawn after the rerun, not mid-redraw
+            assert time.monotonic() < deadline, "d: no sample text"
+            time.sleep(0.25)
 
         # each trainer still sees only their own run after going elsewhere and back
         for tab, mine, other in ((a, "conc-a", "conc-b"), (b, "conc-b", "conc-a")):
@@ -109,7 +124,7 @@ def test_four_sessions_two_training_two_inspecting(browser, app_url):
         open_page(c, f"{app_url}/train", "Train")
         open_new_run_form(c)
         assert c.get_by_text(f"{MAX_CONCURRENT} runs are training, the most at once").is_visible()
-        fill(c, "train_name_cfg_micro", "conc-c")
+        fill(c, "train_name_", "conc-c", prefix=True)
         c.locator(".st-key-train_start button").click()
         settle(c)
         refusal = c.locator('[data-testid="stAlert"]').filter(has_text=f"{MAX_CONCURRENT} runs are training already")
@@ -122,10 +137,10 @@ def test_four_sessions_two_training_two_inspecting(browser, app_url):
             no_exception(tab, who)
 
         # both trainers stop their own runs; the other's keeps its own state
-        a.locator(".st-key-train_stop button").first.click()
+        stop_button(a, "conc-a").click()
         live_heading(a, "conc-a", "stopped")
         live_heading(b, "conc-b", "training")
-        b.locator(".st-key-train_stop button").first.click()
+        stop_button(b, "conc-b").click()
         live_heading(b, "conc-b", "stopped")
         for tab, who in zip(tabs, "abcd"):
             no_exception(tab, who)

@@ -7,6 +7,7 @@ snapshot of a training run, or the run folder of one that is not training.
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import streamlit as st
@@ -58,6 +59,22 @@ def live_panel(run_id: str) -> None:
     panel()
 
 
+def control_key(action: str, run_id: str) -> str:
+    """The Stop / Resume button's key, one per run ("train_stop_<hash>"): a click on the button drawn
+    for run A reaches run A only, even if the session has moved on to run B meanwhile; with one
+    shared key the click would act on whichever run the latest rerun drew."""
+    return f"train_{action}_{zlib.crc32(run_id.encode()):08x}"
+
+
+def _on_stop(run_id: str) -> None:
+    """Stop the run this button was drawn for, and only while it trains."""
+    job = registry().get(run_id)
+    if job is None or not job.alive:
+        return
+    registry().stop(run_id)
+    st.toast(f"Stopping {Path(run_id).name} after this step...", icon=":material/stop:")
+
+
 def _controls(run_id: str, view: dict) -> None:
     """Outside the fragment, so the buttons stay put while the charts refresh."""
     name = Path(run_id).name
@@ -66,10 +83,10 @@ def _controls(run_id: str, view: dict) -> None:
     c1.markdown(f"### {STATUS_ICONS.get(view['status'], '')} {name} · {status}")
     with c2:
         if view["alive"]:
-            st.button("Stop", key="train_stop", icon=":material/stop:", type="primary", on_click=registry().stop,
+            st.button("Stop", key=control_key("stop", run_id), icon=":material/stop:", type="primary", on_click=_on_stop,
                       args=(run_id,), help="stop after this step and save a checkpoint")
         elif view["status"] in ("stopped", "ready", "failed") and view["step"] < view["total"]:
-            if st.button("Resume", key="train_resume", icon=":material/play_arrow:"):
+            if st.button("Resume", key=control_key("resume", run_id), icon=":material/play_arrow:"):
                 try:
                     registry().resume(run_id)
                 except (RegistryFull, RunError, ValueError) as e:
