@@ -14,12 +14,7 @@ def _on_grid_click() -> None:
         st.session_state[state.HEAD_LAYER], st.session_state[state.HEAD_HEAD] = picked
 
 
-page.setup("Heads")
-st.title("Heads")
-run = loaders.current_run_or_error()
-if run is None:
-    st.stop()
-widgets.run_caption(run)
+run = page.run_page("Heads")
 run_id, cfg = str(run.path), run.config.model
 tok = loaders.tokenizer(run_id)
 

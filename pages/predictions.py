@@ -5,12 +5,7 @@ import streamlit as st
 from tinyviz import plots, probes
 from tinyviz.ui import analysis, loaders, page, state, widgets
 
-page.setup("Predictions")
-st.title("Predictions")
-run = loaders.current_run_or_error()
-if run is None:
-    st.stop()
-widgets.run_caption(run)
+run = page.run_page("Predictions")
 run_id, cfg = str(run.path), run.config.model
 tok = loaders.tokenizer(run_id)
 

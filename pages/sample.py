@@ -6,12 +6,7 @@ from tinyviz import plots
 from tinyviz.config import SampleConfig
 from tinyviz.ui import analysis, loaders, page, state, widgets
 
-page.setup("Sample")
-st.title("Sample")
-run = loaders.current_run_or_error()
-if run is None:
-    st.stop()
-widgets.run_caption(run)
+run = page.run_page("Sample")
 run_id = str(run.path)
 tok = loaders.tokenizer(run_id)
 

@@ -13,7 +13,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle torch threads sleep 
 
 import streamlit as st
 
-from tinyviz.ui import sidebar
+from tinyviz.runs import Run
+from tinyviz.ui import loaders, sidebar, widgets
 
 HOME = "app.py"
 PAGES = {
@@ -36,3 +37,14 @@ def setup(title: str) -> None:
         st.divider()
     sidebar.run_picker()
     sidebar.bundle_box()
+
+
+def run_page(title: str) -> Run:
+    """setup(), the title, and the current run with its caption; a page without one shows why and stops."""
+    setup(title)
+    st.title(title)
+    run = loaders.current_run_or_error()
+    if run is None:
+        st.stop()
+    widgets.run_caption(run)
+    return run
