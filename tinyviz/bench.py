@@ -35,13 +35,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import probes
-from .config import ModelConfig, RunConfig, SampleConfig, TrainConfig, apply_overrides, preset
+from .config import ModelConfig, SampleConfig, TrainConfig, apply_overrides, preset
 from .data import TokenData, build_tokenizer, load_corpus
 from .runs import Run
 from .sample import encode_prompt, generate
@@ -342,8 +341,8 @@ def bench_interaction(args, tmp: Path) -> dict:
 
 # -- 6: memory, each in a fresh process -----------------------------------------------------------
 
-def _child(argv: list[str]) -> dict:
-    out = subprocess.run([sys.executable, "-m", "tinyviz.bench", *argv], capture_output=True, text=True, timeout=300)
+def _child(argv: list[str], module: str = "tinyviz.bench") -> dict:
+    out = subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True, timeout=300)
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -369,31 +368,13 @@ def child_train(name: str, steps: int, quick: bool) -> None:
     print(json.dumps({"peak_rss_mb": _maxrss_mb(), "steps": steps}))
 
 
-def child_app(path: str) -> None:
-    """What the app process holds with the demo run open: libraries, model, metrics, snapshots, a capture."""
-    import plotly.graph_objects  # noqa: F401  (the app imports it for every page)
-
-    try:
-        import streamlit  # noqa: F401
-    except ImportError:
-        pass
-    run = Run.open(Path(path))
-    model, tokenizer = run.load_model(), run.tokenizer()
-    run.metrics()
-    for step in run.snapshot_steps():
-        run.load_snapshot(step)
-    prompt = run.meta.get("probe_prompt") or "Once upon a time"
-    probes.probe_snapshot(model, tokenizer.encode(prompt)[: model.cfg.n_ctx])
-    generate(model, tokenizer, prompt[:20], SampleConfig(max_new_tokens=50))
-    print(json.dumps({"peak_rss_mb": _maxrss_mb(), "streamlit_imported": "streamlit" in sys.modules}))
-
-
 def bench_memory(args, tmp: Path, presets: list[str]) -> dict:
     steps = 2 if args.quick else 3  # the peak comes with the first step (activations, grads, AdamW state)
     out = {} if args.quick else {"python+torch": _child(["--child-baseline"])}
     for name in presets:
         out[f"train {name}"] = _child(["--child-train", name, "--child-steps", str(steps)] + (["--quick"] if args.quick else []))
-    out["app with demo run"] = _child(["--child-app", str(demo_run(args, tmp))])
+    # the app's process is measured by tinyviz.ui.memprobe: only tinyviz/ui may import streamlit
+    out["app with demo run"] = _child([str(demo_run(args, tmp))], module="tinyviz.ui.memprobe")
     return out
 
 
@@ -459,12 +440,10 @@ def main(argv=None) -> int:
     p.add_argument("--demo", default="checkpoints/demo")
     p.add_argument("--skip", default="", help="comma-separated sections to skip: training,inspection,interaction,memory")
     p.add_argument("--child-train"), p.add_argument("--child-steps", type=int, default=10)
-    p.add_argument("--child-app"), p.add_argument("--child-baseline", action="store_true")
+    p.add_argument("--child-baseline", action="store_true")
     args = p.parse_args(argv)
     if args.child_train:
         return child_train(args.child_train, args.child_steps, args.quick) or 0
-    if args.child_app:
-        return child_app(args.child_app) or 0
     if args.child_baseline:
         print(json.dumps({"peak_rss_mb": _maxrss_mb()}))
         return 0
