@@ -8,7 +8,7 @@ import streamlit as st
 from tinyviz import corpora
 from tinyviz.config import PRESETS, DataConfig, preset
 from tinyviz.data import CorpusError, decode_bytes
-from tinyviz.runs import RunError, check_run_name
+from tinyviz.runs import RunError, atomic_write, check_run_name
 from tinyviz.ui import config_form, loaders, page, state, train_panel, widgets
 from tinyviz.ui.registry import MAX_CONCURRENT, RegistryFull, registry
 
@@ -46,10 +46,16 @@ def _corpus_widgets() -> dict:
         except CorpusError as e:
             st.error(widgets.sentence(e))
             return {}
-        folder = loaders.runs_root() / "_corpora"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.txt"
-        path.write_text(text, encoding="utf-8")
+        path = loaders.runs_root() / "_corpora" / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.txt"
+        try:
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(path, text.encode("utf-8"))
+        except (OSError, RunError) as e:  # a full disk or a read-only runs folder
+            reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or "the write failed"
+            st.error(f"Could not save {file.name} in {path.parent}/ ({reason}), which a run needs to resume. "
+                     "Free some disk space or make that folder writable, then upload the file again.")
+            return {}
         st.caption(f"{len(text):,} characters, {len(set(text))} distinct; saved as {path}.")
         data["corpus"] = str(path)
     else:

@@ -3,6 +3,7 @@
 AppTest runs the pages in this process against a temporary runs folder (TINYVIZ_RUNS).
 """
 
+import errno
 import io
 import json
 import shutil
@@ -270,6 +271,19 @@ def test_corpus_upload_over_the_limit_is_checked_in_app_code(runs_root):
     """The server cap rejects bigger uploads before the app sees them; below it the app checks the size."""
     at = upload_corpus(app("train"), "big.txt", b"a b\n" * 12_500_001)
     shows_error(at, "'big.txt' is 50 MB (50,000,004 bytes), over the 50 MB limit")
+    assert not (runs_root / "_corpora").exists() or not list((runs_root / "_corpora").iterdir())
+
+
+def test_corpus_upload_on_a_full_disk_is_a_sentence(runs_root, monkeypatch):
+    from tinyviz import runs
+
+    def disk_full(path, data):
+        raise runs._write_error(path, OSError(errno.ENOSPC, "No space left on device"))
+
+    monkeypatch.setattr(runs, "atomic_write", disk_full)
+    at = upload_corpus(app("train"), "story.txt", TEXT.encode())
+    shows_error(at, "Could not save story.txt", "(No space left on device)", "upload the file again")
+    assert at.button(key="train_start").disabled
     assert not (runs_root / "_corpora").exists() or not list((runs_root / "_corpora").iterdir())
 
 

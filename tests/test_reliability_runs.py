@@ -416,7 +416,25 @@ def test_kill_9_inside_a_checkpoint_write_keeps_a_matching_pair(tmp_path):
         assert s.step == step
         assert run.load_train_state()[1] == step
         assert not (out / "train_state.next.safetensors").exists()
+        assert not list(out.glob(".*.tmp*")), "a dead writer's temp files are swept on resume"
         assert s.train(max_steps=1) == "stopped" and Run.open(out).weights_step() == step + 1
+
+
+def test_resume_sweeps_dead_writers_temp_files_only(tmp_path):
+    s = straight_run(tmp_path / "r", tiny_cfg(), 3)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = [tmp_path / "r" / f".model.safetensors.tmp{dead.pid}",
+             tmp_path / "r" / "snapshots" / f".step_0000003.safetensors.tmp{dead.pid}"]
+    live = tmp_path / "r" / f".state.json.tmp{os.getpid()}"  # a live writer's file may be mid-write
+    for f in (*stale, live):
+        f.write_bytes(b"half a file")
+    Run.open(tmp_path / "r")
+    runs.list_runs(tmp_path)
+    assert all(f.exists() for f in stale)  # readers never touch them
+    r = TrainingSession.resume(tmp_path / "r")
+    assert r.step == 3
+    assert not any(f.exists() for f in stale) and live.exists()
 
 
 def test_interrupted_checkpoint_is_left_alone_by_readers_and_repaired_on_resume(tmp_path):

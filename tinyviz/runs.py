@@ -73,6 +73,16 @@ def atomic_write(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except OSError:
+        return True  # someone else's live process, or we cannot tell: keep its file
+    return True
+
+
 def _discard(tmp: Path) -> None:
     try:
         tmp.unlink(missing_ok=True)
@@ -83,10 +93,12 @@ def _discard(tmp: Path) -> None:
 def _write_error(path: Path, e: Exception) -> "RunError":
     """A failed write as a sentence; the file it would have replaced is untouched (writes are atomic)."""
     reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)[:120]
-    return RunError(
+    err = RunError(
         f"could not write {path.parent.name}/{path.name} ({reason}); the previous version is unchanged. "
         "Free some disk space or check that the folder is writable, then resume the run."
     )
+    err.reason = reason  # for callers that say it in their own sentence
+    return err
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -244,8 +256,22 @@ class Run:
         _fsync_dir(self.path)
         self.write_state(step=step, elapsed=elapsed, status=status, message=message)
 
+    def _sweep_temp_files(self) -> list[str]:
+        """Delete the temp files (.NAME.tmpPID) of writers that died mid-write; returns their names.
+
+        A temp file whose process still lives is left alone: it may be mid-write."""
+        swept = []
+        for folder in (self.path, self.path / SNAPSHOTS):
+            for tmp in folder.glob(".*.tmp*") if folder.is_dir() else []:
+                pid = tmp.name.rpartition(".tmp")[2]
+                if pid.isdigit() and not _pid_alive(int(pid)):
+                    _discard(tmp)
+                    swept.append(tmp.name)
+        return swept
+
     def _finish_interrupted_checkpoint(self) -> None:
         """Roll a checkpoint killed between its two renames forward (or drop its unused half)."""
+        self._sweep_temp_files()
         nxt = self.path / _NEXT_STATE
         if not nxt.exists():
             return
