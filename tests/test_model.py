@@ -153,6 +153,16 @@ def test_no_learned_position_parameters_unless_learned(pos):
     assert not any("pos" in n for n, _ in model.named_parameters())
 
 
+@pytest.mark.parametrize("init", ["gpt", "pytorch_default"])
+def test_sinusoidal_positions_start_at_the_size_of_the_token_embeddings(init):
+    """At amplitude 1 beside std-0.02 tokens the table swamped token identity and training stalled at
+    the unigram loss (the posemb ablation); it is scaled to the embeddings' init instead."""
+    model = make(pos_emb="sinusoidal", init=init)
+    _, cache = model.run_with_cache(tokens(), names=["hook_embed", "hook_pos_embed"])
+    ratio = cache["hook_pos_embed"].pow(2).mean().sqrt() / cache["hook_embed"].pow(2).mean().sqrt()
+    assert 0.7 < ratio < 1.4, ratio
+
+
 def test_positions_shape_attention_only_when_there_is_a_position_signal():
     # On a constant sequence, a model without positions cannot tell keys apart: uniform rows.
     x = torch.full((1, 8), 3)

@@ -51,14 +51,23 @@ class Rotary(nn.Module):
         return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
-def sinusoidal_table(n_ctx: int, d_model: int) -> torch.Tensor:
-    """The fixed sin/cos position table of 'Attention is all you need': [n_ctx, d_model]."""
+GPT_INIT_STD = 0.02
+
+
+def sinusoidal_table(n_ctx: int, d_model: int, rms: float = 1 / math.sqrt(2)) -> torch.Tensor:
+    """The fixed sin/cos position table of 'Attention is all you need': [n_ctx, d_model], each entry's
+    root mean square `rms` (1/sqrt(2), amplitude 1, by default)."""
     pos = torch.arange(n_ctx).float()[:, None]
     div = torch.exp(torch.arange(0, d_model, 2).float() * (-math.log(10000.0) / d_model))
     table = torch.zeros(n_ctx, d_model)
     table[:, 0::2] = torch.sin(pos * div)
     table[:, 1::2] = torch.cos(pos * div)
-    return table
+    return table * (rms * math.sqrt(2))
+
+
+def embedding_init_std(cfg: ModelConfig) -> float:
+    """The token embeddings' standard deviation at init: 0.02 (gpt) or 1 (nn.Embedding's default)."""
+    return GPT_INIT_STD if cfg.init == "gpt" else 1.0
 
 
 def make_norm(cfg: ModelConfig) -> nn.Module:
@@ -172,7 +181,11 @@ class Transformer(HookedRootModule):
         self.W_E = nn.Embedding(cfg.d_vocab, cfg.d_model)
         self.W_pos = nn.Embedding(cfg.n_ctx, cfg.d_model) if cfg.pos_emb == "learned" else None
         if cfg.pos_emb == "sinusoidal":
-            self.register_buffer("sin_pos", sinusoidal_table(cfg.n_ctx, cfg.d_model), persistent=False)
+            # The paper scales token embeddings (std d_model^-1/2) by sqrt(d_model), so tokens and positions
+            # start at the same size. Here the table is scaled to the embeddings instead: at amplitude 1
+            # beside std-0.02 tokens, position swamps token identity and training stalls at the unigram loss.
+            table = sinusoidal_table(cfg.n_ctx, cfg.d_model, rms=embedding_init_std(cfg))
+            self.register_buffer("sin_pos", table, persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         # post-LN already ends every block in a norm; pre-LN needs one before the unembedding
@@ -196,11 +209,11 @@ class Transformer(HookedRootModule):
             return
         for name, p in self.named_parameters():
             if p.dim() >= 2:
-                nn.init.normal_(p, std=0.02)
+                nn.init.normal_(p, std=GPT_INIT_STD)
             elif name.endswith(".bias"):
                 nn.init.zeros_(p)
         if self.cfg.scaled_residual_init:
-            std = 0.02 / math.sqrt(2 * self.cfg.n_layers)
+            std = GPT_INIT_STD / math.sqrt(2 * self.cfg.n_layers)
             for block in self.blocks:
                 nn.init.normal_(block.attn.W_O.weight, std=std)
                 nn.init.normal_(block.mlp.W_out.weight, std=std)
