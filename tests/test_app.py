@@ -71,6 +71,22 @@ def test_every_page_renders_on_the_demo_run(runs_root, page):
     assert picker[0].value == str(runs_root / "demo")
 
 
+def test_the_run_picker_takes_picks_only_from_the_box_on_the_page(monkeypatch):
+    """The browser may report the value of a picker drawn before the current one (its key changes
+    with the options and the current run); right after Start that value is the demo, and taking it
+    moved a trainer's session off its own run."""
+    from tinyviz.ui import sidebar, state
+
+    session = {state.RUN: "runs/mine", state.RUN_PICKER_DRAWN: "sidebar_run_new",
+               "sidebar_run_old": "runs/demo", "sidebar_run_new": "runs/mine"}
+    monkeypatch.setattr(sidebar.st, "session_state", session)
+    sidebar._on_pick("sidebar_run_old")
+    assert session[state.RUN] == "runs/mine"
+    session["sidebar_run_new"] = "runs/other"  # the person picks in the box they see
+    sidebar._on_pick("sidebar_run_new")
+    assert session[state.RUN] == "runs/other"
+
+
 def test_heads_picker_opens_that_head(runs_root):
     at = ok(app("heads"))
     at.selectbox(key="head_layer").set_value(1).run()

@@ -76,11 +76,15 @@ def live_heading(page, name: str, status: str = "training", timeout: float = 120
     page.get_by_role("heading", name=f"{name} · {status}").wait_for(timeout=timeout)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open app bug: about 1 run in 5, a trainer's session shows the demo run instead of its own after "
-    "Heads -> Train (both runs still training, no Stop called; its sidebar picker shows demo too), so "
-    "the 'conc-b · training' heading never appears. The earlier report of runs ending 'stopped by "
-    "request' without a Stop click did not reproduce: a log in Registry.stop saw only the test's clicks"))
+def stays_on(page, name: str, seconds: float = 6):
+    """The page keeps showing this run while its live panel refreshes (right after Start, a stale
+    report from the sidebar's earlier picker once moved the session to the demo run)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert page.get_by_role("heading", name=f"{name} · training").count() == 1, f"{name}: the page left its run"
+        time.sleep(0.25)
+
+
 def test_four_sessions_two_training_two_inspecting(browser, app_url):
     ctxs = [browser.new_context(viewport={"width": 1400, "height": 1800}) for _ in range(4)]
     a, b, c, d = tabs = [ctx.new_page() for ctx in ctxs]
@@ -94,6 +98,8 @@ def test_four_sessions_two_training_two_inspecting(browser, app_url):
         open_page(b, f"{app_url}/train", "Train")
         start_training(b, "conc-b")
         live_heading(b, "conc-b")
+        stays_on(b, "conc-b")
+        stays_on(a, "conc-a", seconds=1)
 
         # two others inspect the demo run meanwhile
         open_page(c, f"{app_url}/heads", "Heads")

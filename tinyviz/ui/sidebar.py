@@ -30,7 +30,14 @@ def _status(run_id: str) -> str:
 
 
 def _on_pick(key: str) -> None:
-    state.set_run(st.session_state[key])
+    """Take a pick from the picker the person sees, the one the latest run drew, and no other.
+
+    The browser can report a value for a picker drawn earlier (the key changes with the options and
+    the current run): right after Start, a live-panel fragment rerun brought back the old box's
+    'demo', and the session jumped to the demo run while its own run trained. Such a box is no
+    longer on the page, so nobody can have picked in it."""
+    if key == state.get(state.RUN_PICKER_DRAWN):
+        state.set_run(st.session_state[key])
 
 
 def _picker_key(ids: list[str], current: str) -> str:
@@ -70,6 +77,7 @@ def run_picker() -> None:
             st.info(f"No runs in {loaders.runs_root()}/ yet. Train one on the Train page.")
         else:
             key = _picker_key(ids, current)
+            state.put(state.RUN_PICKER_DRAWN, key)
             st.selectbox("Current run", ids, index=ids.index(current), key=key, format_func=_label,
                          on_change=_on_pick, args=(key,),
                          label_visibility="collapsed", help="the demo run, and every run folder in "

@@ -11,7 +11,8 @@ import streamlit as st
 
 # shared
 RUN = "run_id"  # the current run: its folder path as a string
-RUN_PICKER = "sidebar_run"  # the sidebar selectbox
+RUN_PICKER = "sidebar_run"  # the sidebar selectbox (a prefix: its key changes with the options)
+RUN_PICKER_DRAWN = "run_picker_drawn"  # the key of the picker the latest run drew
 UPLOAD = "sidebar_upload"  # the run-zip uploader
 UPLOAD_MSG = "sidebar_upload_msg"  # (kind, sentence) of the last upload
 BUNDLE = "bundle"  # {figure name: (figure, dataframe)} chosen for the write-up bundle
