@@ -157,3 +157,24 @@ def test_other_pages_render(page, app_url, path, title):
     assert page.locator('[data-testid="stException"]').count() == 0
     assert page.locator('[data-testid="stAlertContentError"]').count() == 0
     shot(page, path)
+
+
+@pytest.mark.parametrize("mb, refused", [(51, True), (1, False)])
+def test_corpus_upload_above_the_server_cap_is_refused_in_the_browser(page, app_url, tmp_path, mb, refused):
+    """server.maxUploadSize (50 MB) stops a bigger file before it is sent; a small one reaches app code."""
+    open_page(page, app_url, "train", "Train")
+    page.locator(by_key("train_source")).get_by_text("Upload a .txt", exact=True).click()
+    settle(page)
+    uploader = page.locator(by_key("train_upload"))
+    data = (b"The cat sat on the mat. " * (mb * 1024 * 1024 // 24 + 1))[: mb * 1024 * 1024 + (1 if refused else 0)]
+    (tmp_path / "big.txt").write_bytes(data)
+    uploader.locator("input[type=file]").set_input_files(tmp_path / "big.txt")
+    if refused:
+        uploader.get_by_text("File must be 50.0MB or smaller.").or_(uploader.get_by_text("File must be 50MB or smaller.")) \
+            .first.wait_for(timeout=30_000)
+        assert page.get_by_text("characters,").count() == 0  # nothing reached the app
+    else:
+        page.get_by_text("distinct; saved as").wait_for(timeout=60_000)
+    settle(page)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    shot(page, f"upload-{mb}mb")
