@@ -7,7 +7,7 @@ import streamlit as st
 
 from tinyviz import corpora
 from tinyviz.config import PRESETS, DataConfig, preset
-from tinyviz.data import CorpusError, decode_bytes
+from tinyviz.data import MAX_CORPUS_BYTES, CorpusError, decode_bytes
 from tinyviz.runs import RunError, atomic_write, check_run_name
 from tinyviz.ui import config_form, loaders, page, state, train_panel, widgets
 from tinyviz.ui.registry import MAX_CONCURRENT, RegistryFull, registry
@@ -38,7 +38,10 @@ def _corpus_widgets() -> dict:
         st.caption(corpora.CORPORA[name])
         data["corpus"] = name
     elif source == UPLOAD:
-        file = st.file_uploader("A UTF-8 text file", type=["txt"], key="train_upload")
+        cap = f"{MAX_CORPUS_BYTES // 1_000_000} MB"
+        file = st.file_uploader(f"A UTF-8 text file, at most {cap}", type=["txt"], key="train_upload",
+                                help=f"A bigger file is refused by the uploader itself (marked red, the reason on "
+                                     f"hover) and never reaches tinyviz: cut the text below {cap} and upload it again.")
         if file is None:
             return {}
         try:
