@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from tinyviz.ui import loaders, page
+from tinyviz.ui import loaders, page, sidebar, state
 from tinyviz.ui.registry import registry
 
 page.setup("Home")
@@ -25,5 +25,6 @@ if run is not None:
     st.caption(f"{s['model']} · corpus {s['corpus']} · preset {s['preset']} · folder `{s['path']}`. "
                "Pick another run, or open a zipped run folder, in the sidebar.")
 st.subheader("Where to next")
+links = sidebar.link_params(state.get(state.RUN))
 for title, (path, icon, what) in page.PAGES.items():
-    st.page_link(path, label=f"**{title}**: {what}", icon=icon)
+    st.page_link(path, label=f"**{title}**: {what}", icon=icon, query_params=links)

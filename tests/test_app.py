@@ -87,6 +87,30 @@ def test_the_run_picker_takes_picks_only_from_the_box_on_the_page(monkeypatch):
     assert session[state.RUN] == "runs/other"
 
 
+@pytest.mark.parametrize("asked, shown", [("other", "other"), ("nope", "demo"), ("../demo", "demo"), ("", "demo")])
+def test_a_new_session_opens_the_run_named_in_the_url(runs_root, asked, shown):
+    """A reload, a second tab or a shared link starts a new session: ?run=NAME keeps its run. The name
+    is only looked up among the run folders, so an unknown or path-like one falls back to the demo."""
+    shutil.copytree(runs_root / "demo", runs_root / "other")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.query_params["run"] = asked
+    at.switch_page("pages/heads.py").run()
+    ok(at)
+    assert all(shown in t for t in chart_titles(at))
+    assert at.session_state["run_id"] == str(runs_root / shown)
+    assert at.query_params["run"] == shown  # the URL follows, so the next reload lands here too
+
+
+def test_picking_a_run_puts_it_in_the_url(runs_root):
+    shutil.copytree(runs_root / "demo", runs_root / "other")
+    at = app("heads")
+    picker = [s for s in at.sidebar.selectbox if s.key.startswith("sidebar_run")][0]
+    picker.set_value(str(runs_root / "other")).run()
+    ok(at)
+    assert at.query_params["run"] == "other"
+    assert all("other" in t for t in chart_titles(at))
+
+
 def test_heads_picker_opens_that_head(runs_root):
     at = ok(app("heads"))
     at.selectbox(key="head_layer").set_value(1).run()

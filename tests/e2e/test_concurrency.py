@@ -120,6 +120,11 @@ def test_four_sessions_two_training_two_inspecting(browser, app_url):
             nav(tab, "Train")
             live_heading(tab, mine)
             assert tab.get_by_role("heading", name=f"{other} · training").count() == 0
+            # a reload starts a new server session; the URL (?run=NAME) keeps the person on their run
+            assert f"run={mine}" in tab.url
+            tab.reload()
+            tab.get_by_role("heading", name="Train", level=1).wait_for()
+            live_heading(tab, mine)
         # the inspectors are where they were, on the demo run
         for tab, title in ((c, "Heads"), (d, "Sample")):
             assert tab.get_by_role("heading", name=title, level=1).is_visible()

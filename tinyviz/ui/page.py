@@ -30,12 +30,14 @@ PAGES = {
 def setup(title: str) -> None:
     """Page config, the navigation and the run picker; call first on every page."""
     st.set_page_config(page_title=f"{title} · tinyviz", page_icon=":material/grid_view:", layout="wide")
+    ids, current = sidebar.current_run()
+    params = sidebar.link_params(current)
     with st.sidebar:
-        st.page_link(HOME, label="Home", icon=":material/home:")
+        st.page_link(HOME, label="Home", icon=":material/home:", query_params=params)
         for name, (path, icon, _) in PAGES.items():
-            st.page_link(path, label=name, icon=icon)
+            st.page_link(path, label=name, icon=icon, query_params=params)
         st.divider()
-    sidebar.run_picker()
+    sidebar.run_picker(ids, current)
     sidebar.bundle_box()
 
 

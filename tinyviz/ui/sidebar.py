@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
+from typing import Optional
 
 import streamlit as st
 
@@ -12,6 +13,9 @@ from tinyviz.runs import Run, RunError
 from tinyviz.ui import loaders, state
 from tinyviz.ui.registry import registry
 from tinyviz.ui.uploads import UploadError, extract_run_zip
+
+
+URL_PARAM = "run"  # ?run=NAME: the current run's folder name
 
 
 def _label(run_id: str) -> str:
@@ -64,13 +68,32 @@ def _on_upload() -> None:
     state.put(state.UPLOAD_MSG, ("success", msg))
 
 
-def run_picker() -> None:
+def current_run() -> tuple[list[str], Optional[str]]:
+    """Every run, and the session's current one: kept in session state; in a new session (a reload,
+    a second tab, a link someone sent) the URL's ``?run=NAME``; else the first run (the demo).
+
+    The URL's name is only looked up among the run folders' names, never used as a path. The URL
+    is kept in step, and the page links carry it, so a reload or a new tab stays on this run."""
     ids = loaders.run_ids()
     current = state.get(state.RUN)
     if current not in ids:
-        current = ids[0] if ids else None
+        by_name = {_label(i): i for i in ids}
+        wanted = st.query_params.get(URL_PARAM) if current is None else None
+        current = by_name.get(wanted) or (ids[0] if ids else None)
         if current:
             state.set_run(current)
+    if current and st.query_params.get(URL_PARAM) != _label(current):
+        st.query_params[URL_PARAM] = _label(current)
+    return ids, current
+
+
+def link_params(current: Optional[str]) -> Optional[dict]:
+    """Query parameters for page links: the current run's name, so the next page opens on it."""
+    return {URL_PARAM: _label(current)} if current else None
+
+
+def run_picker(ids: list[str], current: Optional[str]) -> None:
+    """The sidebar's run selectbox, its status line, the run-zip upload and who is training."""
     with st.sidebar:
         st.markdown("### Run")
         if not ids:
