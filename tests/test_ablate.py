@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from tinyviz import ablate
-from tinyviz.ablate import ABLATIONS, arm_config, arm_stats, base_config, get, run_ablation
+from tinyviz import ablate, ablations
+from tinyviz.ablate import arm_stats, run_ablation
+from tinyviz.ablations import ABLATIONS, arm_config, base_config, get
 from tinyviz.cli import main
 from tinyviz.runs import Run
 
@@ -118,7 +119,7 @@ def test_summary_numbers_are_the_runs_metrics(tying):
     for arm in ("tied", "untied"):
         by_seed = {s: Run.open(tying.out / f"{arm}-seed{s}").metrics() for s in (0, 1)}
         loss_1 = [by_seed[s][0]["loss"] for s in (0, 1)]
-        final = [sum(m["loss"] for m in by_seed[s][-ablate.FINAL_WINDOW:]) / 6 for s in (0, 1)]
+        final = [sum(m["loss"] for m in by_seed[s][-ablations.FINAL_WINDOW:]) / 6 for s in (0, 1)]
         val = [[m["val_loss"] for m in by_seed[s] if m.get("val_loss") is not None][-1] for s in (0, 1)]
         stats = arm_stats(arm, by_seed, {s: {} for s in (0, 1)})
         assert stats.loss_1.values == tuple(loss_1) == tuple(saved[arm]["loss_1"]["values"])

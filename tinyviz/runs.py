@@ -256,18 +256,15 @@ class Run:
         _fsync_dir(self.path)
         self.write_state(step=step, elapsed=elapsed, status=status, message=message)
 
-    def _sweep_temp_files(self) -> list[str]:
-        """Delete the temp files (.NAME.tmpPID) of writers that died mid-write; returns their names.
+    def _sweep_temp_files(self) -> None:
+        """Delete the temp files (.NAME.tmpPID) of writers that died mid-write.
 
         A temp file whose process still lives is left alone: it may be mid-write."""
-        swept = []
         for folder in (self.path, self.path / SNAPSHOTS):
             for tmp in folder.glob(".*.tmp*") if folder.is_dir() else []:
                 pid = tmp.name.rpartition(".tmp")[2]
                 if pid.isdigit() and not _pid_alive(int(pid)):
                     _discard(tmp)
-                    swept.append(tmp.name)
-        return swept
 
     def _finish_interrupted_checkpoint(self) -> None:
         """Roll a checkpoint killed between its two renames forward (or drop its unused half)."""

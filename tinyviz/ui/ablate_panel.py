@@ -21,7 +21,7 @@ from typing import Optional
 
 import streamlit as st
 
-from tinyviz import ablate
+from tinyviz import ablate, ablations
 from tinyviz.ui import state, widgets
 
 
@@ -74,8 +74,8 @@ class AblationJobs:
         self.job: Optional[AblationJob] = None
 
     def start(self, preset: str, root: Path, seeds: int, steps: int, corpus: str) -> AblationJob:
-        ab = ablate.get(preset)
-        ablate.base_config(ab, steps, corpus)  # a bad value fails here, in the page, with the config's sentence
+        ab = ablations.get(preset)
+        ablations.base_config(ab, steps, corpus)  # a bad value fails here, in the page, with the config's sentence
         with self.lock:
             if self.job is not None and self.job.running:
                 raise RuntimeError(f"the ablation {self.job.preset!r} is still running; stop it or wait for it.")
@@ -104,8 +104,8 @@ def render(root: Path = Path("checkpoints")) -> None:
                "processes, then draws the loss curves and checks the preset's claim; the same as "
                "`python -m tinyviz ablate PRESET` (see docs/ablations.md).")
     state.default(state.ABLATE_PRESET, "residual")
-    name = st.selectbox("Preset", list(ablate.ABLATIONS), key=state.ABLATE_PRESET)
-    ab = ablate.get(name)
+    name = st.selectbox("Preset", list(ablations.ABLATIONS), key=state.ABLATE_PRESET)
+    ab = ablations.get(name)
     st.caption(f"Claim: {ab.claim}  \nArms: {', '.join(a.name for a in ab.arms)}.")
     cols = st.columns(3)
     seeds = cols[0].number_input("Seeds", 1, 5, ab.seeds, key=f"{state.ABLATE_SEEDS}_{name}")
