@@ -1,30 +1,18 @@
-"""tinyviz: `streamlit run app.py`. The home page; the other pages are in pages/."""
+"""tinyviz: `streamlit run app.py`.
 
-import streamlit as st
+The frame every page shares: page config, the sidebar (run picker, zip upload, write-up bundle),
+then ``st.navigation`` runs the page the address names. The pages are in ``pages/``.
+"""
 
-from tinyviz.ui import loaders, page, sidebar, state
-from tinyviz.ui.registry import registry
+import os
 
-page.setup("Home")
-st.title("tinyviz")
-st.markdown(
-    "Train a tiny GPT-style transformer on your laptop's CPU and watch its attention heads form. "
-    "Flip one architecture switch, train the sibling with the same seed and data, compare the two, and export "
-    "every plot for your write-up."
-)
-run = loaders.current_run_or_error()
-if run is not None:
-    s = run.summary()
-    job = registry().get(s["path"])
-    st.subheader(f"Current run: {s['name']}")
-    c = st.columns(4)
-    c[0].metric("Step", f"{s['step']} / {s['steps']}")
-    c[1].metric("Train loss", "–" if s["loss"] is None else f"{s['loss']:.3f}")
-    c[2].metric("Val loss", "–" if s["val_loss"] is None else f"{s['val_loss']:.3f}")
-    c[3].metric("Status", "training" if job is not None and job.alive else s["status"])
-    st.caption(f"{s['model']} · corpus {s['corpus']} · preset {s['preset']} · folder `{s['path']}`. "
-               "Pick another run, or open a zipped run folder, in the sidebar.")
-st.subheader("Where to next")
-links = sidebar.link_params(state.get(state.RUN))
-for title, (path, icon, what) in page.PAGES.items():
-    st.page_link(path, label=f"**{title}**: {what}", icon=icon, query_params=links)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle torch threads sleep instead of spinning
+
+import streamlit as st  # noqa: E402
+
+from tinyviz.app import page  # noqa: E402
+
+st.set_page_config(page_title="tinyviz", page_icon=":material/grid_view:", layout="wide")
+navigation = st.navigation(page.pages())
+page.frame()
+navigation.run()

@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 
 from tinyviz.config import apply_overrides, preset
-from tinyviz.runs import Run
+from tinyviz.training.runs import Run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["n_layers=1", "n_heads=2", "d_model=16", "d_ff=32", "n_ctx=16", "batch_size=4", "eval_batches=1",

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from tinyviz import ablate, ablations
-from tinyviz.ablate import arm_stats, run_ablation
-from tinyviz.ablations import ABLATIONS, arm_config, base_config, get
 from tinyviz.cli import main
-from tinyviz.runs import Run
+from tinyviz.experiments import ablate, ablations
+from tinyviz.experiments.ablate import arm_stats, run_ablation
+from tinyviz.experiments.ablations import ABLATIONS, arm_config, base_config, get
+from tinyviz.training.runs import Run
 
 # Tiny runs: a 16-wide model on a 6k-character corpus, a few steps, validation every 2 steps.
 TINY = ["d_model=16", "n_heads=2", "n_ctx=16", "batch_size=4", "corpus_chars=6000", "eval_interval=2",
@@ -60,7 +60,7 @@ def test_residual_arms_without_residual_differ_from_each_other_only_in_depth():
 
 
 def test_swiglu_arm_matches_the_parameter_count():
-    from tinyviz.model import Transformer
+    from tinyviz.model.transformer import Transformer
 
     ab = get("mlp")
     base = base_config(ab)

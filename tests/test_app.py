@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tinyviz.app import analysis
 from tinyviz.config import apply_overrides, preset
-from tinyviz.session import TrainingSession
-from tinyviz.ui import analysis
+from tinyviz.training.session import TrainingSession
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 
@@ -39,7 +39,7 @@ def runs_root(tmp_path, demo, monkeypatch):
     shutil.copytree(demo, root / "demo")
     monkeypatch.setenv("TINYVIZ_RUNS", str(root))
     yield root
-    from tinyviz.ui.registry import registry
+    from tinyviz.app.registry import registry
 
     registry().stop_all()
 
@@ -47,7 +47,7 @@ def runs_root(tmp_path, demo, monkeypatch):
 def app(page=None) -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     if page:
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"pages/{page}_page.py").run()
     return at
 
 
@@ -75,7 +75,7 @@ def test_the_run_picker_takes_picks_only_from_the_box_on_the_page(monkeypatch):
     """The browser may report the value of a picker drawn before the current one (its key changes
     with the options and the current run); right after Start that value is the demo, and taking it
     moved a trainer's session off its own run."""
-    from tinyviz.ui import sidebar, state
+    from tinyviz.app import sidebar, state
 
     session = {state.RUN: "runs/mine", state.RUN_PICKER_DRAWN: "sidebar_run_new",
                "sidebar_run_old": "runs/demo", "sidebar_run_new": "runs/mine"}
@@ -94,7 +94,8 @@ def test_a_new_session_opens_the_run_named_in_the_url(runs_root, asked, shown):
     shutil.copytree(runs_root / "demo", runs_root / "other")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.query_params["run"] = asked
-    at.switch_page("pages/heads.py").run()
+    at.run()  # AppTest maps a page file to its URL path only after a first run
+    at.switch_page("pages/heads_page.py").run()
     ok(at)
     assert all(shown in t for t in chart_titles(at))
     assert at.session_state["run_id"] == str(runs_root / shown)
@@ -188,7 +189,7 @@ def test_train_start_see_metrics_then_stop(runs_root):
 
 
 def test_a_third_training_is_refused_in_a_sentence(tmp_path):
-    from tinyviz.ui.registry import MAX_CONCURRENT, Registry, RegistryFull
+    from tinyviz.app.registry import MAX_CONCURRENT, Registry, RegistryFull
 
     reg = Registry()
     cfg = apply_overrides(preset("micro"), SMALL + ["steps=100000"])
@@ -216,7 +217,7 @@ def test_compare_ab_launches_a_sibling(runs_root):
 
 
 def test_write_up_bundle_collects_figures_and_builds_a_zip(runs_root, monkeypatch):
-    from tinyviz import export
+    from tinyviz.analysis import export
 
     monkeypatch.setattr(export, "find_browser", lambda: None)  # CSV + HTML only: fast, and the note is shown
     at = ok(app("heads"))

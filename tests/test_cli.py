@@ -3,8 +3,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import TINY
+
 from tinyviz.cli import main
 
 SETS = [a for s in TINY for a in ("--set", s)]

@@ -2,8 +2,16 @@ import json
 
 import pytest
 
-from tinyviz.config import (PRESETS, DataConfig, ModelConfig, RunConfig, SampleConfig, TrainConfig,
-                            apply_overrides, preset)
+from tinyviz.config import (
+    PRESETS,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    SampleConfig,
+    TrainConfig,
+    apply_overrides,
+    preset,
+)
 
 
 def test_presets_build_and_match_the_seed_configs():

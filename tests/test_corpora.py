@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from tinyviz import corpora
+from tinyviz.data import corpora
 
 GENERATED = [name for name in corpora.CORPORA if name != "pydoc"]
 # A generated name: 2-3 consonant-vowel syllables, maybe a final consonant (no template word fits this).
@@ -14,7 +14,7 @@ NAME = re.compile(r"\b[BDFGJKLMNPRSTVZ][aeiou](?:[bdfgjklmnprstvz][aeiou]){1,2}[
 PRONOUN_SETS = [{"he", "him", "his"}, {"she", "her"}, {"they", "them", "their"}]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gen(name: str, n_chars: int = 300_000, seed: int = 0) -> str:
     return corpora.generate(name, n_chars, seed)
 

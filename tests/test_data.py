@@ -3,9 +3,16 @@ import json
 import pytest
 import torch
 
-from tinyviz import corpora, data
 from tinyviz.config import DataConfig
-from tinyviz.data import BPETokenizer, CharTokenizer, CorpusError, TokenData, UnknownCharactersError
+from tinyviz.data import corpora
+from tinyviz.data import text as data
+from tinyviz.data.text import (
+    BPETokenizer,
+    CharTokenizer,
+    CorpusError,
+    TokenData,
+    UnknownCharactersError,
+)
 
 TRICKY = ["", "\n", "\n\n", "  ", " a  b ", "\ttab\there\n", "a\r\nb", "héllo wörld €5 日本語 😀", "Tovek!?\n\nkelomi"]
 

@@ -6,7 +6,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from tinyviz import export, plots
+from tinyviz.analysis import export, plots
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from tinyviz.config import ModelConfig
-from tinyviz.hooks import knockout_mlp, zero_head
-from tinyviz.model import KVCache, Transformer
+from tinyviz.model.hooks import knockout_mlp, zero_head
+from tinyviz.model.transformer import KVCache, Transformer
 
 V = 40
 
@@ -256,6 +256,6 @@ def test_invalid_model_configs_name_the_field(kw, field):
 
 
 def test_import_tinyviz_does_not_import_streamlit():
-    code = ("import sys, tinyviz, tinyviz.cli, tinyviz.session, tinyviz.probes, tinyviz.sample, tinyviz.runs;"
+    code = ("import sys, tinyviz, tinyviz.cli, tinyviz.training.session, tinyviz.analysis.probes, tinyviz.model.sampling, tinyviz.training.runs;"
             "assert 'streamlit' not in sys.modules, 'streamlit imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

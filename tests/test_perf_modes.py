@@ -1,5 +1,5 @@
 """The fast paths compute what the plain paths compute, and every opt-in mode trains. No timings here:
-those live in python -m tinyviz.bench and docs/performance.md."""
+those live in python -m benchmarks.bench and docs/performance.md."""
 
 import dataclasses
 import json
@@ -9,13 +9,13 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import TINY
+
 from tinyviz.config import ModelConfig, SampleConfig, apply_overrides, preset
-from tinyviz.data import TokenData, build_tokenizer, load_corpus
-from tinyviz.model import KVCache, Transformer
-from tinyviz.sample import generate
-from tinyviz.train import Trainer
+from tinyviz.data.text import TokenData, build_tokenizer, load_corpus
+from tinyviz.model.sampling import generate
+from tinyviz.model.transformer import KVCache, Transformer
+from tinyviz.training.trainer import Trainer
 
 V = 50
 # the presets' attention shapes (heads of 32, 16 and 8 wide), shrunk; GQA and rope take other branches
@@ -102,7 +102,7 @@ def test_compiled_mode_trains():
 @pytest.mark.slow
 def test_benchmark_quick_run_writes_every_section(tmp_path):
     out = tmp_path / "bench.json"
-    subprocess.run([sys.executable, "-m", "tinyviz.bench", "--quick", "--presets", "lab", "--modes", "",
+    subprocess.run([sys.executable, "-m", "benchmarks.bench", "--quick", "--presets", "lab", "--modes", "",
                     "--json", str(out)], check=True, capture_output=True, timeout=300)
     res = json.loads(out.read_text())
     assert {"machine", "peak", "training", "inspection", "interaction", "memory"} <= set(res)

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from tinyviz import plots
-from tinyviz.sample import SampleStep
+from tinyviz.analysis import plots
+from tinyviz.model.sampling import SampleStep
 
 
 def causal_patterns(L=2, H=3, T=5, seed=0):

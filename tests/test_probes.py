@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tinyviz import health, probes
+from tinyviz.analysis import probes
 from tinyviz.config import ModelConfig
-from tinyviz.model import Transformer
+from tinyviz.model.transformer import Transformer
+from tinyviz.training import health
 
 T = 12
 

@@ -7,14 +7,14 @@ import errno
 import io
 import json
 import shutil
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from tinyviz.config import apply_overrides, preset
-from tinyviz.session import TrainingSession
+from tinyviz.training.session import TrainingSession
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 
@@ -45,7 +45,7 @@ def app(page=None) -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.run()
     if page:
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"pages/{page}_page.py").run()
     return at
 
 
@@ -75,8 +75,8 @@ def test_server_defaults(monkeypatch):
     assert server.get("enableCORS", True) is True
     assert server["fileWatcherType"] == "none"
     assert raw["browser"]["gatherUsageStats"] is False
-    from tinyviz.data import MAX_CORPUS_BYTES
-    from tinyviz.ui.uploads import MAX_ZIP_BYTES
+    from tinyviz.app.uploads import MAX_ZIP_BYTES
+    from tinyviz.data.text import MAX_CORPUS_BYTES
     # the cap fits what the app accepts: a corpus (checked again in code) or a zipped run
     assert MAX_CORPUS_BYTES / 1e6 <= server["maxUploadSize"] <= MAX_ZIP_BYTES / 1e6
     # and Streamlit reads it so: the effective options, as `streamlit run` in the repo sees them
@@ -223,7 +223,7 @@ TINY_FORM = {"model_n_layers": 1, "model_n_heads": 2, "model_d_model": 16, "mode
 
 @pytest.fixture
 def registry_cleanup():
-    from tinyviz.ui.registry import registry
+    from tinyviz.app.registry import registry
     yield registry
     registry().stop_all()
 
@@ -275,7 +275,7 @@ def test_corpus_upload_over_the_limit_is_checked_in_app_code(runs_root):
 
 
 def test_corpus_upload_on_a_full_disk_is_a_sentence(runs_root, monkeypatch):
-    from tinyviz import runs
+    from tinyviz.training import runs
 
     def disk_full(path, data):
         raise runs._write_error(path, OSError(errno.ENOSPC, "No space left on device"))
@@ -347,13 +347,13 @@ def wait_for(predicate, timeout=60.0):
 
 
 def test_stop_in_the_app_mid_run_ends_cleanly(runs_root, registry_cleanup):
-    from tinyviz.runs import Run
+    from tinyviz.training.runs import Run
     at = start(train_page(train_steps=100_000, train_checkpoint_interval=0))
     no_exception(at)
     job = registry_cleanup().get(str(runs_root / "r1"))
     assert job is not None and wait_for(lambda: job.snapshot()["step"] >= 3)
     at.run()
-    from tinyviz.ui.train_panel import control_key
+    from tinyviz.app.train_panel import control_key
     at.button(key=control_key("stop", job.run_id)).click().run()  # keyed per run
     assert wait_for(lambda: not job.alive)
     at.run()
@@ -365,7 +365,7 @@ def test_stop_in_the_app_mid_run_ends_cleanly(runs_root, registry_cleanup):
 
 
 def test_the_concurrent_training_limit_is_explained(runs_root, registry_cleanup):
-    from tinyviz.ui.registry import MAX_CONCURRENT
+    from tinyviz.app.registry import MAX_CONCURRENT
     reg = registry_cleanup()
     cfg = apply_overrides(preset("micro"), TINY + ["steps=100000", "checkpoint_interval=0"])
     for i in range(MAX_CONCURRENT):

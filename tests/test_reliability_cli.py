@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tinyviz import cli
-from tinyviz.runs import Run
+from tinyviz.training.runs import Run
 
 TINY = ["--steps", "4", "--set", "n_layers=1", "--set", "n_heads=2", "--set", "d_model=16", "--set", "d_ff=32",
         "--set", "n_ctx=16", "--set", "batch_size=4", "--set", "eval_batches=1", "--set", "eval_interval=2",
@@ -357,8 +357,8 @@ def test_resume_of_a_run_whose_corpus_changed(capsys, tmp_path):
 
 def test_write_error_in_the_cli_is_a_sentence(capsys, tmp_path, monkeypatch):
     """Any stray OSError (here: disk full while appending metrics) names the file and what to do."""
-    import errno
     import builtins
+    import errno
 
     real_open = builtins.open
 

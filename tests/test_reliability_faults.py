@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from tinyviz import cli, runs
-from tinyviz.runs import Run, RunError
-from tinyviz.session import TrainingSession
-
 from reliability_helpers import ROOT, TINY, same_weights, tiny_cfg, weights
+
+from tinyviz import cli
+from tinyviz.training import runs
+from tinyviz.training.runs import Run, RunError
+from tinyviz.training.session import TrainingSession
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ CHECKPOINT_LOOP = r"""
 import sys, torch
 from pathlib import Path
 from tinyviz.config import apply_overrides, preset
-from tinyviz.session import TrainingSession
+from tinyviz.training.session import TrainingSession
 torch.set_num_threads(1)
 cfg = apply_overrides(preset("micro"), sys.argv[2:])
 s = TrainingSession.start(cfg, Path(sys.argv[1]))

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from reliability_helpers import ROOT, same_weights, tiny_cfg, weights
 
 import tinyviz
-from tinyviz import cli, runzip
-from tinyviz.runs import Run, RunError, check_run_name
-from tinyviz.runzip import import_run_zip
-from tinyviz.session import TrainingSession
-
-from reliability_helpers import ROOT, same_weights, tiny_cfg, weights
+from tinyviz import cli
+from tinyviz.training import runzip
+from tinyviz.training.runs import Run, RunError, check_run_name
+from tinyviz.training.runzip import import_run_zip
+from tinyviz.training.session import TrainingSession
 
 
 @pytest.fixture(scope="module")
@@ -275,8 +275,8 @@ def test_run_zip_skips_what_zip_tools_add_and_can_pick_a_free_name(tmp_path, tra
 
 
 def test_the_apps_zip_upload_uses_the_same_checks(tmp_path, trained):
-    """The sidebar's uploader (tinyviz.ui.uploads) delegates to import_run_zip: one implementation."""
-    from tinyviz.ui.uploads import UploadError, extract_run_zip
+    """The sidebar's uploader (tinyviz.app.uploads) delegates to import_run_zip: one implementation."""
+    from tinyviz.app.uploads import UploadError, extract_run_zip
 
     marker = tmp_path / "ran"
     run, notes = extract_run_zip(zip_of(trained), tmp_path / "runs", "my run.zip")

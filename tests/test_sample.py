@@ -1,11 +1,11 @@
 import pytest
 import torch
-
 from conftest import TINY
+
 from tinyviz.config import SampleConfig, apply_overrides, preset
-from tinyviz.data import UnknownCharactersError
-from tinyviz.sample import generate, next_token_probs
-from tinyviz.session import TrainingSession
+from tinyviz.data.text import UnknownCharactersError
+from tinyviz.model.sampling import generate, next_token_probs
+from tinyviz.training.session import TrainingSession
 
 # Greedy text of the seeded run below, on one thread of this kind of machine (x86-64, torch 2.13 CPU).
 # If it changes, something changed the model, the data order, the optimizer or sampling.

@@ -5,8 +5,8 @@ import numpy as np
 import torch
 
 from tinyviz.config import apply_overrides
-from tinyviz.runs import Run, list_runs
-from tinyviz.session import TrainingSession
+from tinyviz.training.runs import Run, list_runs
+from tinyviz.training.session import TrainingSession
 
 
 def test_a_run_folder_holds_what_the_format_promises(tiny_cfg, tmp_path):

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from tinyviz.config import TrainConfig, apply_overrides
-from tinyviz.data import TokenData, build_tokenizer, load_corpus
-from tinyviz.train import NonFiniteLoss, Trainer, lr_at
+from tinyviz.data.text import TokenData, build_tokenizer, load_corpus
+from tinyviz.training.trainer import NonFiniteLoss, Trainer, lr_at
 
 
 def make_trainer(cfg):

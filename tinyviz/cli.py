@@ -12,7 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .config import PRESETS, RunConfig, SampleConfig, apply_overrides, preset
+from tinyviz.config import PRESETS, RunConfig, SampleConfig, apply_overrides, preset
 
 EXIT_BAD_INPUT = 2
 
@@ -39,7 +39,7 @@ def build_config(args) -> RunConfig:
 def cmd_train(args) -> int:
     from tqdm import tqdm
 
-    from .session import TrainingSession
+    from tinyviz.training.session import TrainingSession
 
     stop = threading.Event()
 
@@ -95,8 +95,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from .runs import Run
-    from .sample import generate
+    from tinyviz.model.sampling import generate
+    from tinyviz.training.runs import Run
 
     run = Run.open(Path(args.run))
     model, tokenizer = run.load_model(), run.tokenizer()
@@ -114,9 +114,9 @@ def cmd_heads(args) -> int:
     import numpy as np
     import torch
 
-    from . import probes
-    from .runs import Run
-    from .sample import encode_prompt
+    from tinyviz.analysis import probes
+    from tinyviz.model.sampling import encode_prompt
+    from tinyviz.training.runs import Run
 
     run = Run.open(Path(args.run))
     model, tokenizer = run.load_model(), run.tokenizer()
@@ -151,7 +151,7 @@ def cmd_heads(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from .runs import list_runs
+    from tinyviz.training.runs import list_runs
 
     runs = list_runs(Path(args.root))
     if not runs:
@@ -169,7 +169,7 @@ def cmd_runs(args) -> int:
 def cmd_ablate(args) -> int:
     from tqdm import tqdm
 
-    from .ablate import run_ablation
+    from tinyviz.experiments.ablate import run_ablation
 
     bar = tqdm(total=0, unit="step", dynamic_ncols=True, file=sys.stderr, desc=f"ablate {args.preset}")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, Optional, get_args, get_type_hints
+from typing import Any, get_args, get_type_hints
 
 CHOICES = {
     "pos_emb": ("learned", "sinusoidal", "rope", "none"),
@@ -63,9 +63,9 @@ class ModelConfig(_Serializable):
 
     n_layers: int = 2
     n_heads: int = 4
-    n_kv_heads: Optional[int] = None  # grouped-query attention; None means n_heads
+    n_kv_heads: int | None = None  # grouped-query attention; None means n_heads
     d_model: int = 64
-    d_ff: Optional[int] = None  # None means 4 * d_model
+    d_ff: int | None = None  # None means 4 * d_model
     n_ctx: int = 128
     d_vocab: int = 128
     dropout: float = 0.0
@@ -215,7 +215,7 @@ class RunConfig(_Serializable):
     preset: str = "custom"
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         if not isinstance(d, dict):
             raise ValueError("the run config must be a JSON object.")
         return cls(
@@ -225,7 +225,7 @@ class RunConfig(_Serializable):
             preset=str(d.get("preset", "custom")),
         )
 
-    def diff(self, other: "RunConfig") -> dict[str, tuple[Any, Any]]:
+    def diff(self, other: RunConfig) -> dict[str, tuple[Any, Any]]:
         """Fields that differ, as ``{"section.field": (self_value, other_value)}``."""
         out = {}
         for section in ("model", "train", "data"):

@@ -1,0 +1,128 @@
+"""Compare: overlay runs' losses, diff their configs, see their heads on one prompt, launch an A/B sibling."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from tinyviz.analysis import plots
+from tinyviz.app import (
+    ablate_panel,
+    analysis,
+    config_form,
+    loaders,
+    state,
+    widgets,
+)
+from tinyviz.app.registry import RegistryFull, registry
+from tinyviz.training.runs import RunError, check_run_name
+
+
+def pick_runs() -> list:
+    ids = loaders.run_ids()
+    current = state.get(state.RUN)
+    pending = st.session_state.pop(state.COMPARE_PENDING, None)  # set by the A/B launcher, before the widget
+    if pending:
+        state.put(state.COMPARE_RUNS, pending)
+    if state.get(state.COMPARE_RUNS) is None:
+        state.put(state.COMPARE_RUNS, ([current] if current in ids else []) + [i for i in ids if i != current][:2])
+    state.put(state.COMPARE_RUNS, [i for i in state.get(state.COMPARE_RUNS) if i in ids])
+    chosen = st.multiselect("Runs", ids, key=state.COMPARE_RUNS, format_func=lambda i: Path(i).name,
+                            persist_state="session")
+    runs = []
+    for run_id in chosen:
+        try:
+            runs.append(loaders.open_run(run_id))
+        except RunError as e:
+            st.error(str(e))
+    return runs
+
+
+def loss_section(runs: list) -> None:
+    state.default(state.COMPARE_LOG_Y, True)
+    st.toggle("Log-scale loss", key=state.COMPARE_LOG_Y, persist_state="session")
+    metrics = {r.name: loaders.metrics(str(r.path)) for r in runs}
+    fig = plots.loss_curves(metrics, log_y=state.get(state.COMPARE_LOG_Y))
+    widgets.chart(fig, plots.title("loss", *[r.name for r in runs]), key="compare_loss")
+
+
+def config_section(runs: list) -> None:
+    st.subheader("What differs")
+    if len(runs) < 2:
+        st.info("Pick a second run to see how its configuration differs.")
+        return
+    diff = analysis.config_diff_frame(runs)
+    if diff.empty:
+        st.info("These runs have the same configuration.")
+    else:
+        st.dataframe(diff, hide_index=True)
+
+
+def heads_section(runs: list) -> None:
+    st.subheader("Heads on the same prompt")
+    state.default(state.COMPARE_PROMPT, analysis.default_prompt(runs[0], loaders.tokenizer(str(runs[0].path)), 48))
+    prompt = st.text_input("Prompt", key=state.COMPARE_PROMPT, persist_state="session")
+    for row in range(0, len(runs), 3):
+        cols = st.columns(3)
+        for col, run in zip(cols, runs[row:row + 3]):
+            with col:
+                run_id = str(run.path)
+                if not run.has_weights():
+                    st.warning(f"{run.name} has no weights yet.")
+                    continue
+                ids = widgets.encode_or_error(loaders.tokenizer(run_id), prompt, run.config.model.n_ctx)
+                if ids is None or len(ids) < 2:
+                    continue
+                patterns = loaders.patterns_on(run_id, ids)
+                labels = analysis.head_stats(patterns, ids, run.config.model.causal)["labels"]
+                fig = plots.head_grid(patterns, run.name, run.weights_step(), labels)
+                widgets.chart(fig, plots.title(run.name, "all heads", f"step {run.weights_step()}"),
+                              key=f"compare_grid_{row}_{run.name}")
+
+
+def ab_section() -> None:
+    """Train the current run's sibling: one model switch flipped, same seed, data and settings."""
+    st.subheader("A/B this run")
+    run_id = state.get(state.RUN)
+    if not run_id:
+        st.info("Pick a run in the sidebar first.")
+        return
+    run = loaders.open_run(run_id)
+    cfg = run.config
+    c = st.columns([2, 2, 3, 2], vertical_alignment="bottom")
+    switch = c[0].selectbox("Switch to flip", config_form.SWITCHES, key=state.AB_FIELD, persist_state="session")
+    value = c[1].selectbox(f"{switch} (now {getattr(cfg.model, switch)})",
+                           config_form.alternatives(cfg.model, switch), key=f"{state.AB_VALUE}_{switch}")
+    name = c[2].text_input("Sibling's name", value=f"{run.name}-{switch}-{value}"[:80],
+                           key=f"{state.AB_NAME}_{run.name}_{switch}_{value}")
+    if c[3].button("Train sibling", key="ab_start", type="primary", icon=":material/call_split:"):
+        try:
+            check_run_name(name.strip())
+            job = registry().start(config_form.flip(cfg, switch, value), loaders.runs_root() / name.strip())
+        except (RegistryFull, RunError, ValueError) as e:
+            st.error(widgets.sentence(e))
+            return
+        else:
+            state.put(state.COMPARE_PENDING, [run_id, job.run_id])
+            state.put(state.AB_MSG, f"Training {name.strip()}: {run.name} with {switch}={value}, seed "
+                      f"{cfg.train.seed}, the same data and steps. Watch it live on the Train page (pick it in the "
+                      "sidebar); its curve fills in here as it trains.")
+            st.rerun()
+    msg = st.session_state.pop(state.AB_MSG, None)
+    if msg:
+        st.success(msg)
+    st.caption(f"Same seed ({cfg.train.seed}), corpus ({cfg.data.corpus}) and {cfg.train.steps} steps as {run.name}; "
+               "only the switch differs, so the comparison is controlled.")
+
+
+
+st.title("Compare")
+chosen = pick_runs()
+if chosen:
+    loss_section(chosen)
+    config_section(chosen)
+    heads_section(chosen)
+else:
+    st.info("Pick one or more runs to compare.")
+ab_section()
+st.divider()
+ablate_panel.render(loaders.runs_root())

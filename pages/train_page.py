@@ -1,0 +1,130 @@
+"""Train: configure a run (corpus, tokenizer, preset, every switch), start it, watch it live."""
+
+import dataclasses
+import hashlib
+
+import streamlit as st
+
+from tinyviz.app import config_form, loaders, state, train_panel, widgets
+from tinyviz.app.registry import MAX_CONCURRENT, RegistryFull, registry
+from tinyviz.config import PRESETS, DataConfig, preset
+from tinyviz.data import corpora
+from tinyviz.data.text import MAX_CORPUS_BYTES, CorpusError, decode_bytes
+from tinyviz.training.runs import RunError, atomic_write, check_run_name
+
+BUILTIN, UPLOAD, PATH = "Built-in corpus", "Upload a .txt", "A file path"
+
+
+def _free_name(base: str) -> str:
+    n = 1
+    while (loaders.runs_root() / f"{base}-{n}").exists():
+        n += 1
+    return f"{base}-{n}"
+
+
+def _corpus_widgets() -> dict:
+    """The data section's values; an uploaded text is saved under the runs folder so the run can resume."""
+    state.default(state.TRAIN_SOURCE, BUILTIN)
+    source = st.segmented_control("Corpus", [BUILTIN, UPLOAD, PATH], key=state.TRAIN_SOURCE, required=True,
+                                  persist_state="session")
+    c = st.columns(4)
+    data = {}
+    if source == BUILTIN:
+        name = c[0].selectbox("Built-in corpus", list(corpora.CORPORA), key="train_corpus", persist_state="session")
+        data["corpus_chars"] = c[1].number_input("Characters", 1_000, 5_000_000, 100_000, step=10_000,
+                                                 key="train_corpus_chars", persist_state="session")
+        data["corpus_seed"] = c[2].number_input("Corpus seed", 0, 10**6, 0, key="train_corpus_seed",
+                                                persist_state="session")
+        st.caption(corpora.CORPORA[name])
+        data["corpus"] = name
+    elif source == UPLOAD:
+        cap = f"{MAX_CORPUS_BYTES // 1_000_000} MB"
+        file = st.file_uploader(f"A UTF-8 text file, at most {cap}", type=["txt"], key="train_upload",
+                                help=f"A bigger file is refused by the uploader itself (marked red, the reason on "
+                                     f"hover) and never reaches tinyviz: cut the text below {cap} and upload it again.")
+        if file is None:
+            return {}
+        try:
+            text = decode_bytes(file.getvalue(), source=f"'{file.name}'")
+        except CorpusError as e:
+            st.error(widgets.sentence(e))
+            return {}
+        path = loaders.runs_root() / "_corpora" / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.txt"
+        try:
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(path, text.encode("utf-8"))
+        except (OSError, RunError) as e:  # a full disk or a read-only runs folder
+            reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or "the write failed"
+            st.error(f"Could not save {file.name} in {path.parent}/ ({reason}), which a run needs to resume. "
+                     "Free some disk space or make that folder writable, then upload the file again.")
+            return {}
+        st.caption(f"{len(text):,} characters, {len(set(text))} distinct; saved as {path}.")
+        data["corpus"] = str(path)
+    else:
+        data["corpus"] = st.text_input("Path to a .txt file", key="train_corpus_path", persist_state="session")
+    data["tokenizer"] = c[-1].selectbox("Tokenizer", ["char", "bpe"], key="train_tokenizer", persist_state="session")
+    if data["tokenizer"] == "bpe":
+        data["bpe_vocab_size"] = c[-1].number_input("BPE vocabulary", 300, 8192, 512, step=50, key="train_bpe",
+                                                    persist_state="session")
+    return data
+
+
+def _start(name: str, cfg) -> None:
+    try:
+        check_run_name(name)
+        job = registry().start(cfg, loaders.runs_root() / name)
+    except (RegistryFull, RunError, CorpusError, ValueError) as e:
+        state.put(state.TRAIN_MSG, ("error", widgets.sentence(e)))
+        return
+    state.set_run(job.run_id)
+    state.put(state.TRAIN_MSG, ("success", f"Started {name}."))
+
+
+
+st.title("Train")
+
+with st.expander("New run", expanded=not registry().running(), icon=":material/add:"):
+    state.default(state.TRAIN_PRESET, "micro")
+    c1, c2 = st.columns(2)
+    preset_name = c1.selectbox("Preset", list(PRESETS), key=state.TRAIN_PRESET, persist_state="session",
+                               help="sizes and training settings to start from; change any field below")
+    base = preset(preset_name)
+    if not base.train.sample_interval:  # a preview every eval by default, so the panel shows text as it forms
+        train_cfg = dataclasses.replace(base.train, sample_interval=base.train.eval_interval)
+        base = dataclasses.replace(base, train=train_cfg)
+    data = _corpus_widgets()
+    prefix = f"cfg_{preset_name}"  # a new preset resets the fields below to its values
+    st.markdown("#### Model")
+    model = config_form.model_widgets(base.model, f"{prefix}_model")
+    st.markdown("#### Training")
+    train = config_form.train_widgets(base.train, f"{prefix}_train")
+    corpus_label = data.get("corpus", "corpus") if data.get("corpus") in corpora.CORPORA else "text"
+    suggested = _free_name(f"{preset_name}-{corpus_label}")  # keyed by it, so the box moves on after a start
+    name = c2.text_input("Run name", value=suggested, key=f"train_name_{suggested}",
+                         help=f"a folder in {loaders.runs_root()}/")
+    busy = len(registry().running()) >= MAX_CONCURRENT
+    if busy:
+        st.warning(f"{MAX_CONCURRENT} runs are training, the most at once; stop one to start another.")
+    if st.button("Start training", key="train_start", type="primary", icon=":material/play_arrow:",
+                 disabled=not data.get("corpus")):
+        try:
+            cfg = config_form.build(base, model, train, {**DataConfig().to_dict(), **base.data.to_dict(), **data})
+        except ValueError as e:
+            state.put(state.TRAIN_MSG, ("error", widgets.sentence(e)))
+        else:
+            _start(name.strip(), cfg)
+        st.rerun()
+
+msg = state.get(state.TRAIN_MSG)
+if msg:
+    (st.error if msg[0] == "error" else st.success)(msg[1])
+    state.put(state.TRAIN_MSG, None)
+
+run_id = state.get(state.RUN)
+if run_id:
+    st.caption("The run below is the sidebar's current run; runs keep training when you leave this page.")
+    try:
+        train_panel.live_panel(run_id)
+    except RunError as e:
+        st.error(str(e))

@@ -1,0 +1,1 @@
+"""Probes over a forward pass, plots (data -> figure) and export."""

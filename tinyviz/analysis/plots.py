@@ -1,0 +1,330 @@
+"""Figures for the app and for write-ups: pure functions, data -> ``plotly.graph_objects.Figure``.
+
+No Streamlit and no I/O. Every figure has a title naming the run (and layer, head, step
+where they apply), labelled axes and a colour scale. Token axes are numeric positions
+with the tokens as tick labels, so a repeated token keeps its own row and column.
+Shapes are checked against the tokens; a mismatch raises ``ValueError`` with a sentence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+TEMPLATE = "plotly_white"
+ATTN_SCALE = "Blues"
+LOSS_SCALE = "Reds"
+PROB_SCALE = "Greens"
+OVERLAY = "click-overlay"  # meta of the invisible traces that make heatmaps clickable; export skips them
+SCORE_NAMES = ("prev_token", "induction", "sink", "self", "local", "uniform")
+_SHORT = {"prev_token": "prev", "induction": "induction", "sink": "sink", "self": "self", "local": "local",
+          "uniform": "uniform", "mixed": ""}
+_CLICK_MARKERS = 8  # per axis of one small heatmap: enough targets to hit anywhere in it
+
+
+def title(*parts) -> str:
+    """'demo · layer 1, head 2 · step 300': the non-empty parts joined."""
+    return " · ".join(str(p) for p in parts if p is not None and p is not False and p != "")
+
+
+def _layout(fig: go.Figure, text: str, **kw) -> go.Figure:
+    kw.setdefault("margin", dict(l=60, r=20, t=60, b=50))
+    fig.update_layout(template=TEMPLATE, title=dict(text=text, x=0, xanchor="left", font_size=15), **kw)
+    return fig
+
+
+def _check_labels(labels: Sequence[str], n: int, what: str) -> None:
+    if len(labels) != n:
+        raise ValueError(f"{len(labels)} token labels do not match {what} over {n} positions.")
+
+
+def _token_axis(labels: Sequence[str], max_ticks: int = 64) -> dict:
+    """A numeric axis whose ticks are the tokens (every k-th when there are many)."""
+    step = max(1, math.ceil(len(labels) / max_ticks))
+    vals = list(range(0, len(labels), step))
+    return dict(tickmode="array", tickvals=vals, ticktext=[labels[i] for i in vals], tickangle=0)
+
+
+# -- training ---------------------------------------------------------------------------------
+
+def thin(records: list[dict], max_points: int = 1000) -> list[dict]:
+    """Every k-th record (and the last), so a long run's curve stays light to draw and send."""
+    if len(records) <= max_points:
+        return records
+    k = math.ceil(len(records) / max_points)
+    return records[::k] + ([records[-1]] if (len(records) - 1) % k else [])
+
+
+def loss_curves(runs: dict[str, list[dict]], log_y: bool = True, title_text: str | None = None) -> go.Figure:
+    """Train loss (lines) and val loss (markers) of one or more runs' metrics records."""
+    fig = go.Figure()
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    for i, (name, metrics) in enumerate(runs.items()):
+        colour = palette[i % len(palette)]
+        recs = thin([m for m in metrics if m.get("loss") is not None])
+        vals = [m for m in metrics if m.get("val_loss") is not None]
+        # train loss is noisy: drawn light, so the val curve on top stays readable
+        fig.add_scatter(x=[m["step"] for m in recs], y=[m["loss"] for m in recs], mode="lines",
+                        name=f"{name} train", line=dict(color=colour, width=1.2), opacity=0.45 if vals else 1.0)
+        if vals:
+            fig.add_scatter(x=[m["step"] for m in vals], y=[m["val_loss"] for m in vals], mode="lines+markers",
+                            name=f"{name} val", line=dict(color=colour, width=2.5), marker=dict(size=6))
+    default = title("Loss", ", ".join(runs)) if len(runs) > 1 else title("Loss", *runs)
+    _layout(fig, title_text or default, xaxis_title="step", yaxis_title="cross-entropy (nats)",
+            legend=dict(orientation="h", y=-0.2), height=380)
+    fig.update_yaxes(type="log" if log_y else "linear")
+    return fig
+
+
+def metric_curve(metrics: list[dict], key: str, run: str, label: str, log_y: bool = False) -> go.Figure:
+    """One scalar per step (lr, tokens_per_s, grad_norm...) as a line."""
+    recs = thin([m for m in metrics if m.get(key) is not None])
+    fig = go.Figure(go.Scatter(x=[m["step"] for m in recs], y=[m[key] for m in recs], mode="lines", name=label))
+    _layout(fig, title(label, run), xaxis_title="step", yaxis_title=label, height=300)
+    fig.update_yaxes(type="log" if log_y else "linear")
+    return fig
+
+
+def grad_norm_heatmap(metrics: list[dict], run: str, max_columns: int = 400) -> go.Figure:
+    """Gradient norm per block (rows) over steps (columns), thinned to at most max_columns steps."""
+    recs = [m for m in metrics if m.get("grad_norm_layers")]
+    recs = recs[:: max(1, math.ceil(len(recs) / max_columns))]
+    z = np.array([m["grad_norm_layers"] for m in recs], dtype=float).T if recs else np.zeros((0, 0))
+    fig = go.Figure(go.Heatmap(
+        z=z, x=[m["step"] for m in recs], y=[f"block {l}" for l in range(z.shape[0])],
+        colorscale="Viridis", colorbar=dict(title="grad norm"),
+        hovertemplate="step %{x}<br>%{y}<br>grad norm %{z:.3g}<extra></extra>",
+    ))
+    _layout(fig, title("Gradient norm per layer", run), xaxis_title="step", yaxis_title="layer",
+            height=140 + 40 * max(1, z.shape[0]))
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def activation_stats_bars(act_stats: list[dict], run: str, step: int | None = None) -> go.Figure:
+    """Per layer: std of the residual stream, attention and MLP outputs, and the dead-unit fraction."""
+    layers = [f"block {s['layer']}" for s in act_stats]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("output std", "MLP units never active"))
+    for key, name in (("resid_std", "residual"), ("attn_out_std", "attention out"), ("mlp_out_std", "MLP out")):
+        fig.add_bar(x=layers, y=[s[key] for s in act_stats], name=name, row=1, col=1)
+    fig.add_bar(x=layers, y=[s["mlp_dead_frac"] for s in act_stats], name="dead fraction",
+                marker_color="#7f7f7f", row=1, col=2)
+    _layout(fig, title("Activation statistics of the probe prompt", run, step is not None and f"step {step}"),
+            height=320, barmode="group", legend=dict(orientation="h", y=-0.25))
+    fig.update_yaxes(title_text="std", row=1, col=1)
+    fig.update_yaxes(title_text="fraction", range=[0, 1], row=1, col=2)
+    return fig
+
+
+# -- heads -----------------------------------------------------------------------------------
+
+def _check_patterns(patterns: np.ndarray) -> np.ndarray:
+    p = np.asarray(patterns, dtype=np.float32)
+    if p.ndim != 4 or p.shape[-1] != p.shape[-2]:
+        raise ValueError(f"attention patterns must be [layers, heads, T, T]; got shape {list(p.shape)}.")
+    return p
+
+
+def head_grid(patterns: np.ndarray, run: str, step: int | None = None,
+              labels: list[list[str]] | None = None, selected: tuple[int, int] | None = None) -> go.Figure:
+    """Every head's pattern [L, H, T, T] as a grid of small heatmaps, clickable.
+
+    Heatmaps emit no click events in Streamlit, so each cell carries an invisible scatter of
+    square markers whose ``customdata`` is ``[layer, head]`` (plain lists, not arrays).
+    """
+    p = _check_patterns(patterns)
+    L, H, T = p.shape[0], p.shape[1], p.shape[-1]
+    names = [f"L{l}H{h} " + (_SHORT.get(labels[l][h], labels[l][h]) if labels else "")
+             for l in range(L) for h in range(H)]
+    fig = make_subplots(rows=L, cols=H, subplot_titles=names, horizontal_spacing=0.02,
+                        vertical_spacing=min(0.1, 0.4 / L))
+    n = min(T, _CLICK_MARKERS)
+    centres = ((np.arange(n) + 0.5) * T / n - 0.5).tolist()
+    xs = [x for _ in centres for x in centres]
+    ys = [y for y in centres for _ in centres]
+    for l in range(L):
+        for h in range(H):
+            fig.add_trace(go.Heatmap(z=p[l, h], coloraxis="coloraxis", hoverinfo="skip"), row=l + 1, col=h + 1)
+            fig.add_trace(go.Scatter(
+                x=xs, y=ys, mode="markers", meta=OVERLAY, showlegend=False,
+                marker=dict(symbol="square", size=22, color="rgba(0,0,0,0)"),
+                customdata=[[l, h]] * len(xs), text=[names[l * H + h]] * len(xs),
+                hovertemplate="%{text}<br>click to open<extra></extra>",
+            ), row=l + 1, col=h + 1)
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, range=[-0.5, T - 0.5], constrain="domain")
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, range=[T - 0.5, -0.5], constrain="domain")
+    for i in range(L * H):  # square cells whatever the chart's width
+        fig.layout[f"yaxis{i + 1 if i else ''}"].scaleanchor = f"x{i + 1 if i else ''}"
+    if selected is not None:
+        l, h = selected
+        ref = "" if l * H + h == 0 else str(l * H + h + 1)
+        fig.add_shape(type="rect", xref=f"x{ref} domain", yref=f"y{ref} domain", x0=0, x1=1, y0=0, y1=1,
+                      line=dict(color="#d62728", width=3))
+    _layout(fig, title("All heads", run, step is not None and f"step {step}"),
+            height=80 + L * int(min(200, 560 / H)),
+            coloraxis=dict(colorscale=ATTN_SCALE, cmin=0, cmax=1, showscale=False),
+            margin=dict(l=10, r=10, t=60, b=10),
+            hovermode="closest", clickmode="event+select", dragmode=False)
+    fig.update_annotations(font_size=11)
+    return fig
+
+
+def head_heatmap(pattern: np.ndarray, tokens: Sequence[str], run: str, layer: int, head: int,
+                 step: int | None = None, label: str | None = None) -> go.Figure:
+    """One head's pattern [T, T] with the prompt's tokens on both axes and the weight on hover."""
+    p = np.asarray(pattern, dtype=np.float32)
+    if p.ndim != 2 or p.shape[0] != p.shape[1]:
+        raise ValueError(f"a head's pattern must be [T, T]; got shape {list(p.shape)}.")
+    _check_labels(tokens, p.shape[0], "the pattern")
+    T = len(tokens)
+    labels = np.array([f"{i} {tok!r}" for i, tok in enumerate(tokens)])
+    # [T, T, 2] (query, key) labels for the hover; a numpy array, as a nested list of T*T
+    # pairs takes plotly's validators ten times longer (this is the big heatmap, not clickable)
+    hover = np.stack(np.broadcast_arrays(labels[:, None], labels[None, :]), axis=-1)
+    fig = go.Figure(go.Heatmap(
+        z=p, x=list(range(T)), y=list(range(T)), colorscale=ATTN_SCALE, zmin=0, zmax=1,
+        colorbar=dict(title="weight", thickness=14, len=0.8, y=1, yanchor="top"), customdata=hover,
+        hovertemplate="query %{customdata[0]}<br>key %{customdata[1]}<br>weight %{z:.3f}<extra></extra>",
+    ))
+    font = 9 if T > 40 else 12
+    _layout(fig, title(run, f"layer {layer}, head {head}", step is not None and f"step {step}", label),
+            xaxis=dict(title="key (attended-to token)", tickfont_size=font, **_token_axis(tokens, 40)),
+            yaxis=dict(title="query (attending token)", autorange="reversed", tickfont_size=font,
+                       scaleanchor="x", constrain="domain", constraintoward="top", **_token_axis(tokens, 40)),
+            height=600, margin=dict(l=70, r=10, t=60, b=60))
+    fig.update_xaxes(constrain="domain")
+    return fig
+
+
+def head_scores_heatmap(scores: dict[str, np.ndarray], entropy: np.ndarray, run: str,
+                        step: int | None = None) -> go.Figure:
+    """Every head (rows) by pattern score (columns), value written in each cell; entropy in nats last."""
+    names = [n for n in SCORE_NAMES if n in scores]
+    z = np.stack([np.asarray(scores[n], dtype=float) for n in names], -1)  # [L, H, K]
+    L, H = z.shape[:2]
+    ent = np.asarray(entropy, dtype=float).reshape(L, H, 1)
+    heads = [f"L{l} H{h}" for l in range(L) for h in range(H)]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.85, 0.15], horizontal_spacing=0.04)
+    fig.add_trace(go.Heatmap(z=z.reshape(L * H, -1), x=list(names), y=heads, colorscale="Purples", zmin=0, zmax=1,
+                             text=np.round(z.reshape(L * H, -1), 2), texttemplate="%{text}",
+                             colorbar=dict(title="score", x=1.02),
+                             hovertemplate="%{y}<br>%{x}: %{z:.3f}<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Heatmap(z=ent.reshape(L * H, 1), x=["entropy"], y=heads, colorscale="Greys",
+                             text=np.round(ent.reshape(L * H, 1), 2), texttemplate="%{text}", showscale=False,
+                             hovertemplate="%{y}<br>entropy %{z:.3f} nats<extra></extra>"), row=1, col=2)
+    _layout(fig, title("Head pattern scores", run, step is not None and f"step {step}"),
+            height=120 + 26 * L * H)
+    fig.update_yaxes(autorange="reversed", title_text="head", row=1, col=1)
+    fig.update_yaxes(autorange="reversed", showticklabels=False, row=1, col=2)
+    fig.update_xaxes(title_text="score (0..1)", row=1, col=1)
+    fig.update_xaxes(title_text="nats", row=1, col=2)
+    return fig
+
+
+def head_history(history: list[dict], layer: int, head: int, run: str) -> go.Figure:
+    """One head's scores over training from snapshots [{"step", "scores": {name: [L][H]}, "entropy"}]."""
+    steps = [s["step"] for s in history]
+    fig = go.Figure()
+    for name in SCORE_NAMES:
+        if history and name in history[0]["scores"]:
+            fig.add_scatter(x=steps, y=[s["scores"][name][layer][head] for s in history], mode="lines+markers",
+                            name=name)
+    _layout(fig, title("How the head formed", run, f"layer {layer}, head {head}"), xaxis_title="training step",
+            yaxis_title="score (0..1)", height=320, legend=dict(orientation="h", y=-0.25))
+    fig.update_yaxes(range=[0, 1])
+    return fig
+
+
+def ablation_bars(deltas: np.ndarray, run: str, step: int | None = None) -> go.Figure:
+    """The loss increase [L, H] on the prompt when each head alone is zero-ablated, grouped by layer."""
+    d = np.asarray(deltas, dtype=float)
+    if d.ndim != 2:
+        raise ValueError(f"ablation deltas must be [layers, heads]; got shape {list(d.shape)}.")
+    fig = go.Figure()
+    for l in range(d.shape[0]):
+        fig.add_bar(x=[f"H{h}" for h in range(d.shape[1])], y=d[l], name=f"layer {l}",
+                    hovertemplate=f"layer {l}, " + "%{x}: %{y:+.3f} nats<extra></extra>")
+    _layout(fig, title("Loss change when one head is zeroed", run, step is not None and f"weights of step {step}"),
+            xaxis_title="head", yaxis_title="loss change (nats)", barmode="group", height=320,
+            legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+# -- predictions ------------------------------------------------------------------------------
+
+def predictions_heatmap(tokens: Sequence[str], top_tokens: list[list[str]], top_probs: np.ndarray,
+                        run: str) -> go.Figure:
+    """For each position (columns), the k likeliest next tokens (rows, best first) written in cells."""
+    probs = np.asarray(top_probs, dtype=float)  # [T, k]
+    _check_labels(tokens, probs.shape[0], "the predictions")
+    T, k = probs.shape
+    nxt = [tokens[i + 1] if i + 1 < T else "(end)" for i in range(T)]
+    fig = go.Figure(go.Heatmap(
+        z=probs.T, x=list(range(T)), y=[f"#{r + 1}" for r in range(k)], colorscale=PROB_SCALE, zmin=0, zmax=1,
+        text=np.array(top_tokens, dtype=object).T, texttemplate="%{text}", textfont_size=11,
+        customdata=[[[f"{i} {tokens[i]!r}", nxt[i]] for i in range(T)] for _ in range(k)],
+        colorbar=dict(title="probability"),
+        hovertemplate="after %{customdata[0]}<br>%{y}: %{text!r} p=%{z:.3f}<br>actual next %{customdata[1]}"
+                      "<extra></extra>",
+    ))
+    _layout(fig, title(f"Top-{k} next-token predictions", run), height=140 + 34 * k,
+            xaxis=dict(title="position (current token)", **_token_axis(tokens)), yaxis_title="rank")
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def token_loss_bars(tokens: Sequence[str], losses: np.ndarray, run: str) -> go.Figure:
+    """The loss of each actual next token (tokens[1:]), coloured by the loss."""
+    loss = np.asarray(losses, dtype=float)
+    _check_labels(tokens, loss.shape[0] + 1, "the per-token losses (one fewer than the tokens)")
+    targets = list(tokens[1:])
+    fig = go.Figure(go.Bar(
+        x=list(range(1, len(tokens))), y=loss, marker=dict(color=loss, colorscale=LOSS_SCALE, cmin=0,
+                                                           colorbar=dict(title="nats")),
+        customdata=targets, hovertemplate="predicting %{customdata!r} at %{x}<br>loss %{y:.3f} nats<extra></extra>",
+    ))
+    _layout(fig, title("Loss of each actual next token", run, f"mean {loss.mean():.3f} nats"),
+            xaxis=dict(title="position of the predicted token", **_token_axis(["", *targets])),
+            yaxis_title="cross-entropy (nats)", height=340)
+    return fig
+
+
+def logit_lens_heatmap(lens: dict, tokens: Sequence[str], run: str) -> go.Figure:
+    """Rows: the residual stream after each block (logit_lens "rows"); columns: positions; each cell
+    shows the top next token read out there, coloured by its probability."""
+    probs = np.asarray(lens["top_prob"], dtype=float)  # [L+1, T]
+    _check_labels(tokens, probs.shape[1], "the logit lens")
+    labels = lens.get("labels") or [[str(i) for i in row] for row in lens["top_token"]]
+    T = probs.shape[1]
+    fig = go.Figure(go.Heatmap(
+        z=probs, x=list(range(T)), y=lens["rows"], colorscale=PROB_SCALE, zmin=0, zmax=1,
+        text=np.array(labels, dtype=object), texttemplate="%{text}", textfont_size=11,
+        customdata=[[f"{i} {tokens[i]!r}" for i in range(T)] for _ in lens["rows"]],
+        colorbar=dict(title="probability"),
+        hovertemplate="after %{customdata}<br>%{y}: top %{text!r} p=%{z:.3f}<extra></extra>",
+    ))
+    _layout(fig, title("Logit lens: top next token after each layer", run),
+            xaxis=dict(title="position (current token)", **_token_axis(tokens)), yaxis_title="read out after",
+            height=160 + 40 * len(lens["rows"]))
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+# -- sampling ---------------------------------------------------------------------------------
+
+def candidates_bar(candidates: list[tuple[str, float]], chosen: str, run: str, index: int,
+                   settings: str = "") -> go.Figure:
+    """The top candidates of one generated step; the chosen token in red."""
+    names = [c for c, _ in candidates]
+    colours = ["#d62728" if c == chosen else "#1f77b4" for c in names]
+    fig = go.Figure(go.Bar(x=[p for _, p in candidates], y=[repr(c) for c in names], orientation="h",
+                           marker_color=colours, text=[f"{p:.3f}" for _, p in candidates], textposition="auto",
+                           hovertemplate="%{y}: p=%{x:.3f}<extra></extra>"))
+    _layout(fig, title(f"Candidates at generated token {index + 1} (chose {chosen!r})", run, settings),
+            xaxis=dict(title="probability", range=[0, 1]), yaxis_title="token", height=140 + 32 * len(names))
+    fig.update_yaxes(autorange="reversed")
+    return fig

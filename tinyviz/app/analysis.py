@@ -1,0 +1,135 @@
+"""What the pages compute, in one call each: head statistics, tables, cached probe results.
+
+Pages stay layout only; the arithmetic lives here and in tinyviz.analysis.probes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from tinyviz.analysis import plots, probes
+from tinyviz.app import loaders
+from tinyviz.config import RunConfig, SampleConfig
+from tinyviz.model.sampling import SampleResult, generate
+from tinyviz.training.runs import Run
+
+
+def default_prompt(run: Run, tokenizer, n_tokens: int | None = None) -> str:
+    """The run's probe prompt, cut to what the model sees at once (n_ctx tokens) or to n_tokens."""
+    prompt = run.meta.get("probe_prompt") or ""
+    try:
+        ids = tokenizer.encode(prompt)
+    except ValueError:
+        return ""
+    return tokenizer.decode(ids[: n_tokens or run.config.model.n_ctx])
+
+
+LABEL_INTEREST = ("induction", "prev_token", "local", "sink", "self", "uniform")
+
+
+def most_telling_head(labels: list[list[str]]) -> tuple[int, int]:
+    """The head a first look should open: an induction head if any, then a previous-token head, ..."""
+    for wanted in LABEL_INTEREST:
+        for l, row in enumerate(labels):
+            if wanted in row:
+                return l, row.index(wanted)
+    return 0, 0
+
+
+def head_stats(patterns: np.ndarray, ids: list[int], causal: bool) -> dict:
+    """{"scores": {name: [L, H]}, "entropy": [L, H], "labels": [L][H], "top_score": [L][H] 'name 0.83'}."""
+    scores = probes.head_scores(patterns, ids, causal=causal)
+    entropy = probes.head_entropy(patterns, causal=causal)
+    names = [n for n in plots.SCORE_NAMES if n in scores]
+    stack = np.stack([scores[n] for n in names])  # [K, L, H]
+    best = stack.argmax(0)
+    top = [[f"{names[b]} {stack[b, l, h]:.2f}" for h, b in enumerate(row)] for l, row in enumerate(best)]
+    return {"scores": scores, "entropy": entropy, "labels": probes.label_heads(scores), "top_score": top}
+
+
+def head_score_row(stats: dict, layer: int, head: int) -> pd.DataFrame:
+    """One head's scores beside the threshold that would name it."""
+    return pd.DataFrame.from_records([
+        {"score": n, "value": round(float(stats["scores"][n][layer, head]), 3),
+         "label threshold": probes.HEAD_THRESHOLDS.get(n)}
+        for n in plots.SCORE_NAMES if n in stats["scores"]
+    ])
+
+
+def scores_frame(stats: dict) -> pd.DataFrame:
+    """Every head as a row: layer, head, label, entropy and each score."""
+    L, H = stats["entropy"].shape
+    return pd.DataFrame.from_records([
+        {"layer": l, "head": h, "label": stats["labels"][l][h], "entropy": round(float(stats["entropy"][l, h]), 4),
+         **{n: round(float(s[l, h]), 4) for n, s in stats["scores"].items()}}
+        for l in range(L) for h in range(H)
+    ])
+
+
+def head_from_selection(event) -> tuple[int, int] | None:
+    """(layer, head) of the first clicked marker in a head grid's selection event, or None."""
+    points = event["selection"]["points"] if event else []
+    for point in points:
+        data = point.get("customdata")
+        if isinstance(data, (list, tuple)) and len(data) >= 2:
+            return int(data[0]), int(data[1])
+    return None
+
+
+def parse_head(name: str) -> tuple[int, int]:
+    """'L1 H3' -> (1, 3)."""
+    layer, head = name.split()
+    return int(layer[1:]), int(head[1:])
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def single_head_ablation(run_id: str, version: int, ids: tuple) -> np.ndarray:
+    """[L, H]: the loss increase on the prompt when each head alone is zeroed."""
+    model = loaders.model(run_id)
+    cfg = model.cfg
+    out = np.zeros((cfg.n_layers, cfg.n_heads), np.float32)
+    for l in range(cfg.n_layers):
+        for h in range(cfg.n_heads):
+            out[l, h] = probes.ablation_loss(model, list(ids), [(l, h)])["delta"]
+    return out
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def sample(run_id: str, version: int, prompt: str, cfg: SampleConfig) -> SampleResult:
+    """generate() with the run's latest weights, cached per prompt and settings."""
+    return generate(loaders.model(run_id), loaders.tokenizer(run_id), prompt, cfg)
+
+
+def loss_tokens(tokenizer, ids: list[int], losses: np.ndarray, top_ids: np.ndarray):
+    """(labels, losses, tooltips) for shading a prompt by per-token loss; the first token has none."""
+    labels = [tokenizer.decode([i]).replace("\n", "⏎") for i in ids]
+    values = [None] + [float(x) for x in losses]
+    tips = ["first token: nothing predicts it"] + [
+        f"loss {float(losses[j - 1]):.2f} nats; model's top guess {tokenizer.token_str(int(top_ids[j - 1, 0]))!r}"
+        for j in range(1, len(ids))
+    ]
+    return labels, values, tips
+
+
+def config_diff_frame(runs: list[Run]) -> pd.DataFrame:
+    """Fields that differ between any of the runs (against the first), one column per run."""
+    base = runs[0].config
+    fields: list[str] = []
+    for r in runs[1:]:
+        fields += [f for f in base.diff(r.config) if f not in fields]
+    return pd.DataFrame.from_records([
+        {"field": f, **{r.name: str(_field(r.config, f)) for r in runs}} for f in sorted(fields)
+    ])
+
+
+def _field(cfg: RunConfig, dotted: str):
+    section, name = dotted.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def run_name(run_id: str) -> str:
+    return Path(run_id).name

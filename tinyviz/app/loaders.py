@@ -1,0 +1,133 @@
+"""Cached loaders: runs, models, tokenizers and snapshots, keyed so a run that trains refreshes.
+
+A model is cached per (run folder, weights file mtime), so pages reuse one model until a
+new checkpoint lands. Everything here returns plain objects; errors are RunError with a
+sentence for st.error.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from tinyviz.analysis import probes
+from tinyviz.training.runs import MODEL, Run, RunError, list_runs
+
+DEMO = "demo"
+
+
+def runs_root() -> Path:
+    """Where runs live: $TINYVIZ_RUNS (tests point it at a temporary folder), else ./checkpoints."""
+    return Path(os.environ.get("TINYVIZ_RUNS", "checkpoints"))
+
+
+def demo_path() -> Path:
+    return runs_root() / DEMO
+
+
+def run_ids() -> list[str]:
+    """Every run folder under the runs root, the demo first."""
+    ids = [str(r.path) for r in list_runs(runs_root())]
+    demo = str(demo_path())
+    return sorted(ids, key=lambda i: (i != demo, i))
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0
+
+
+def weights_version(run_id: str) -> int:
+    return _mtime(Path(run_id) / MODEL)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _open(run_id: str, version: int) -> Run:
+    return Run.open(Path(run_id))
+
+
+def open_run(run_id: str) -> Run:
+    return _open(run_id, _mtime(Path(run_id) / "config.json"))
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _tokenizer(run_id: str, version: int):
+    return Run.open(Path(run_id)).tokenizer()
+
+
+def tokenizer(run_id: str):
+    return _tokenizer(run_id, _mtime(Path(run_id) / "tokenizer.json"))
+
+
+@st.cache_resource(max_entries=6, show_spinner="Loading the model...")
+def _model(run_id: str, version: int):
+    return Run.open(Path(run_id)).load_model()
+
+
+def model(run_id: str):
+    """The run's latest weights in eval mode (shared; never train or modify it)."""
+    return _model(run_id, weights_version(run_id))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def snapshot(run_id: str, step: int) -> dict:
+    return Run.open(Path(run_id)).load_snapshot(step)
+
+
+def snapshot_history(run_id: str) -> list[dict]:
+    """Every snapshot's step, scores and entropy (not the patterns), oldest first."""
+    out = []
+    for step in Run.open(Path(run_id)).snapshot_steps():
+        snap = snapshot(run_id, step)
+        if "scores" in snap and "entropy" in snap:
+            out.append({"step": step, "scores": snap["scores"], "entropy": snap["entropy"]})
+    return out
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _metrics(run_id: str, version: tuple) -> list[dict]:
+    return Run.open(Path(run_id)).metrics()
+
+
+def metrics(run_id: str) -> list[dict]:
+    path = Path(run_id) / "metrics.jsonl"
+    try:
+        st_ = path.stat()
+        version = (st_.st_mtime_ns, st_.st_size)
+    except FileNotFoundError:
+        version = (0, 0)
+    return _metrics(run_id, version)
+
+
+def current_run_or_error() -> Run | None:
+    """The sidebar's run, or None after st.error says why (no run, or a damaged folder)."""
+    from tinyviz.app import state
+
+    run_id = state.get(state.RUN)
+    if not run_id:
+        st.error(f"No run is selected. Train one on the Train page, or put a run folder in {runs_root()}/.")
+        return None
+    try:
+        run = open_run(run_id)
+        if not run.has_weights():
+            st.warning(f"{run.name} has no trained weights yet; train it on the Train page first.")
+            return None
+        model(run_id)  # cached; a damaged or mismatched weights file is a sentence here, not a page crash
+        return run
+    except RunError as e:
+        st.error(str(e))
+        return None
+
+
+def patterns_on(run_id: str, ids: list[int]):
+    """Every head's pattern [L, H, T, T] on a prompt, with the latest weights (cached per prompt)."""
+    return _patterns(run_id, weights_version(run_id), tuple(ids))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _patterns(run_id: str, version: int, ids: tuple):
+    return probes.attention_patterns(model(run_id), list(ids))

@@ -1,0 +1,49 @@
+"""The app's pages and the frame they share (drawn once per rerun by app.py).
+
+The page files' names differ from their URL paths (``pages/heads_page.py`` is served at
+``/heads``) on purpose: while a ``pages/`` folder sits beside app.py, Streamlit runs the first
+script run of a process (and every AppTest run) in its legacy file-per-page mode, which would
+run a page file whose name matches the URL on its own, without this frame. With other names
+the legacy mode finds no match, runs app.py, and st.navigation picks the page.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from tinyviz.app import loaders, sidebar, widgets
+from tinyviz.training.runs import Run
+
+HOME = "pages/home_page.py"
+PAGES = {  # title -> (file, icon, what it is for)
+    "Home": (HOME, ":material/home:", "what tinyviz is and the current run"),
+    "Train": ("pages/train_page.py", ":material/model_training:", "train a model live: loss, gradients, health, samples"),
+    "Heads": ("pages/heads_page.py", ":material/grid_view:", "click any head to see its attention; replay how it formed"),
+    "Predictions": ("pages/predictions_page.py", ":material/format_list_numbered:",
+                    "top-k next tokens, per-token loss and the logit lens"),
+    "Sample": ("pages/sample_page.py", ":material/edit_note:", "generate text with temperature, top-k, top-p and a seed"),
+    "Compare": ("pages/compare_page.py", ":material/compare_arrows:", "overlay runs, diff configs, launch an A/B ablation"),
+}
+
+
+def pages() -> list:
+    """The st.Page list for st.navigation; Home is the default (served at /)."""
+    return [st.Page(path, title=title, icon=icon, default=path == HOME, url_path=title.lower())
+            for title, (path, icon, _) in PAGES.items()]
+
+
+def frame() -> None:
+    """The sidebar every page shares: the run picker (in step with ``?run=``) and the write-up bundle."""
+    ids, current = sidebar.current_run()
+    sidebar.run_picker(ids, current)
+    sidebar.bundle_box()
+
+
+def run_header(title: str) -> Run:
+    """The page's title and the current run with its caption; without a run the page shows why and stops."""
+    st.title(title)
+    run = loaders.current_run_or_error()
+    if run is None:
+        st.stop()
+    widgets.run_caption(run)
+    return run

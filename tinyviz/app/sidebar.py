@@ -1,0 +1,154 @@
+"""The sidebar every page shares: the run picker, a zipped-run upload, the write-up bundle."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import streamlit as st
+
+from tinyviz.analysis import export
+from tinyviz.app import loaders, state
+from tinyviz.app.registry import registry
+from tinyviz.app.uploads import UploadError, extract_run_zip
+from tinyviz.training.runs import Run, RunError
+
+URL_PARAM = "run"  # ?run=NAME: the current run's folder name
+
+
+def _label(run_id: str) -> str:
+    """The folder name: a label that stays the same while the run trains (the status is in the caption)."""
+    return Path(run_id).name
+
+
+def _status(run_id: str) -> str:
+    try:
+        s = loaders.open_run(run_id).summary()
+    except RunError as e:
+        return str(e)
+    job = registry().get(run_id)
+    status = "training" if job is not None and job.alive else s["status"]
+    return f"step {s['step']} of {s['steps']} · {status} · {s['model']}"
+
+
+def _on_pick(key: str) -> None:
+    """Take a pick from the picker the person sees, the one the latest run drew, and no other.
+
+    The browser can report a value for a picker drawn earlier (the key changes with the options and
+    the current run): right after Start, a live-panel fragment rerun brought back the old box's
+    'demo', and the session jumped to the demo run while its own run trained. Such a box is no
+    longer on the page, so nobody can have picked in it."""
+    if key == state.get(state.RUN_PICKER_DRAWN):
+        state.set_run(st.session_state[key])
+
+
+def _picker_key(ids: list[str], current: str) -> str:
+    """A key that changes with the options and the current run.
+
+    A keyed selectbox keeps its identity when its options change, and the browser then shows
+    its first option (the demo) while the page shows another run; a later rerun sends that
+    stale choice back and the page jumps runs. A new key draws a fresh box showing ``current``.
+    """
+    return f"{state.RUN_PICKER}_{zlib.crc32(chr(10).join([*ids, current]).encode()):08x}"
+
+
+def _on_upload() -> None:
+    file = st.session_state.get(state.UPLOAD)
+    if file is None:
+        return
+    try:
+        run, notes = extract_run_zip(file.getvalue(), loaders.runs_root(), file.name)
+    except (UploadError, RunError) as e:
+        state.put(state.UPLOAD_MSG, ("error", f"Upload refused: {e}"))
+        return
+    state.set_run(str(run.path))
+    msg = f"Added {run.name} from {file.name}." + (" " + "; ".join(notes).capitalize() + "." if notes else "")
+    state.put(state.UPLOAD_MSG, ("success", msg))
+
+
+def current_run() -> tuple[list[str], str | None]:
+    """Every run, and the session's current one: kept in session state; in a new session (a reload,
+    a second tab, a link someone sent) the URL's ``?run=NAME``; else the first run (the demo).
+
+    The URL's name is only looked up among the run folders' names, never used as a path. The URL
+    is kept in step, and the page links carry it, so a reload or a new tab stays on this run."""
+    ids = loaders.run_ids()
+    current = state.get(state.RUN)
+    if current not in ids:
+        by_name = {_label(i): i for i in ids}
+        wanted = st.query_params.get(URL_PARAM) if current is None else None
+        current = by_name.get(wanted) or (ids[0] if ids else None)
+        if current:
+            state.set_run(current)
+    if current and st.query_params.get(URL_PARAM) != _label(current):
+        st.query_params[URL_PARAM] = _label(current)
+    return ids, current
+
+
+def link_params(current: str | None) -> dict | None:
+    """Query parameters for page links: the current run's name, so the next page opens on it."""
+    return {URL_PARAM: _label(current)} if current else None
+
+
+def run_picker(ids: list[str], current: str | None) -> None:
+    """The sidebar's run selectbox, its status line, the run-zip upload and who is training."""
+    with st.sidebar:
+        st.markdown("### Run")
+        if not ids:
+            st.info(f"No runs in {loaders.runs_root()}/ yet. Train one on the Train page.")
+        else:
+            key = _picker_key(ids, current)
+            state.put(state.RUN_PICKER_DRAWN, key)
+            st.selectbox("Current run", ids, index=ids.index(current), key=key, format_func=_label,
+                         on_change=_on_pick, args=(key,),
+                         label_visibility="collapsed", help="the demo run, and every run folder in "
+                         f"{loaders.runs_root()}/")
+            st.caption(_status(current))
+        st.file_uploader("Open a zipped run folder", type=["zip"], key=state.UPLOAD, on_change=_on_upload,
+                         help="a zip of one run folder (config.json, tokenizer.json, model.safetensors, ...)")
+        msg = state.get(state.UPLOAD_MSG)
+        if msg:
+            (st.error if msg[0] == "error" else st.success)(msg[1])
+        training = registry().running()
+        if training:
+            st.caption("Training now: " + ", ".join(Path(j.run_id).name for j in training))
+
+
+def bundle_box() -> None:
+    """The figures collected with 'Add to bundle', and a zip of them with CSVs and the run's config."""
+    items = state.get(state.BUNDLE, {})
+    with st.sidebar:
+        st.markdown("### Write-up bundle")
+        if not items:
+            st.caption("Add figures with their **Add to bundle** button; download them here as one zip "
+                       "(PNG, SVG, HTML, CSV and the run's config.json).")
+            return
+        for name in items:
+            st.caption(f"• {name}")
+        c1, c2 = st.columns(2)
+        if c1.button("Build zip", key="bundle_build", icon=":material/folder_zip:"):
+            with st.spinner("Rendering figures..."):
+                config = _current_config()
+                state.put(state.BUNDLE_ZIP, export.bundle([(n, f, d) for n, (f, d) in items.items()], config))
+        if c2.button("Clear", key="bundle_clear"):
+            state.put(state.BUNDLE, {})
+            state.put(state.BUNDLE_ZIP, None)
+            st.rerun()
+        built = state.get(state.BUNDLE_ZIP)
+        if built:
+            data, notes = built
+            st.download_button("Download bundle.zip", data=data, file_name="tinyviz-bundle.zip",
+                               mime="application/zip", key="bundle_download", on_click="ignore", type="primary")
+            for note in notes:
+                st.caption(note)
+
+
+def _current_config() -> dict | None:
+    run_id = state.get(state.RUN)
+    if not run_id:
+        return None
+    try:
+        run = Run.open(Path(run_id))
+        return {**run.meta, **run.config.to_dict()}
+    except RunError:
+        return None

@@ -1,0 +1,151 @@
+"""The Train page's live panel: progress, loss, lr, throughput, gradients, activations, health, samples.
+
+It is a fragment that reruns every 1.5 s while its run trains and stops polling when the
+run ends (one full rerun then, so the page settles). It reads the registry's lock-protected
+snapshot of a training run, or the run folder of one that is not training.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import streamlit as st
+
+from tinyviz.analysis import plots
+from tinyviz.app import loaders, state, widgets
+from tinyviz.app.registry import RegistryFull, registry
+from tinyviz.training import health
+from tinyviz.training.runs import RunError
+
+REFRESH_S = 1.5  # drawing the panel takes a few tenths of a second; faster polls would queue up
+STATUS_ICONS = {"running": ":green[:material/play_circle:]", "done": ":green[:material/check_circle:]",
+                "stopped": ":orange[:material/pause_circle:]", "failed": ":red[:material/error:]",
+                "ready": ":gray[:material/radio_button_unchecked:]", "new": ":gray[:material/radio_button_unchecked:]"}
+
+
+def _eta(seconds) -> str:
+    if seconds is None:
+        return ""
+    m, s = divmod(int(seconds), 60)
+    return f" · about {m} min {s} s left" if m else f" · about {s} s left"
+
+
+def _view(run_id: str) -> dict:
+    """What to draw: the live job's snapshot, or the run folder's metrics and state."""
+    job = registry().get(run_id)
+    if job is not None and (job.alive or job.status != "running"):
+        return {**job.snapshot(), "alive": job.alive}
+    run = loaders.open_run(run_id)
+    st_ = run.state()
+    return {"run_id": run_id, "status": st_.get("status", "new"), "message": st_.get("message", ""),
+            "step": run.weights_step(), "total": run.config.train.steps, "metrics": loaders.metrics(run_id),
+            "eta": None, "alive": False}
+
+
+def live_panel(run_id: str) -> None:
+    """The run's header and Stop/Resume (redrawn with the page), then the polling fragment."""
+    view = _view(run_id)
+    running = view["alive"]
+    _controls(run_id, view)
+
+    @st.fragment(run_every=REFRESH_S if running else None)
+    def panel():
+        view = _view(run_id)
+        if running and not view["alive"]:
+            st.rerun(scope="app")  # the run ended: redraw once without polling
+        _progress(view)
+        _charts(run_id, view)
+
+    panel()
+
+
+def control_key(action: str, run_id: str) -> str:
+    """The Stop / Resume button's key, one per run ("train_stop_<hash>"): a click on the button drawn
+    for run A reaches run A only, even if the session has moved on to run B meanwhile; with one
+    shared key the click would act on whichever run the latest rerun drew."""
+    return f"train_{action}_{zlib.crc32(run_id.encode()):08x}"
+
+
+def _on_stop(run_id: str) -> None:
+    """Stop the run this button was drawn for, and only while it trains."""
+    job = registry().get(run_id)
+    if job is None or not job.alive:
+        return
+    registry().stop(run_id)
+    st.toast(f"Stopping {Path(run_id).name} after this step...", icon=":material/stop:")
+
+
+def _controls(run_id: str, view: dict) -> None:
+    """Outside the fragment, so the buttons stay put while the charts refresh."""
+    name = Path(run_id).name
+    status = "training" if view["alive"] else view["status"]
+    c1, c2 = st.columns([5, 1], vertical_alignment="center")
+    c1.markdown(f"### {STATUS_ICONS.get(view['status'], '')} {name} · {status}")
+    with c2:
+        if view["alive"]:
+            st.button("Stop", key=control_key("stop", run_id), icon=":material/stop:", type="primary", on_click=_on_stop,
+                      args=(run_id,), help="stop after this step and save a checkpoint")
+        elif view["status"] in ("stopped", "ready", "failed") and view["step"] < view["total"]:
+            if st.button("Resume", key=control_key("resume", run_id), icon=":material/play_arrow:"):
+                try:
+                    registry().resume(run_id)
+                except (RegistryFull, RunError, ValueError) as e:
+                    state.put(state.TRAIN_MSG, ("error", widgets.sentence(e)))
+                st.rerun(scope="app")
+
+
+def _progress(view: dict) -> None:
+    total = max(1, view["total"])
+    st.progress(min(1.0, view["step"] / total), text=f"step {view['step']} of {view['total']}{_eta(view['eta'])}")
+    if view["message"] and not view["alive"]:
+        (st.error if view["status"] == "failed" else st.info)(widgets.sentence(view["message"]))
+
+
+def _charts(run_id: str, view: dict) -> None:
+    metrics, name = view["metrics"], Path(run_id).name
+    if not metrics:
+        st.info("No steps logged yet; the charts appear with the first step.")
+        return
+    last = metrics[-1]
+    vals = [m for m in metrics if m.get("val_loss") is not None]
+    m = st.columns(5)
+    m[0].metric("Train loss", f"{last['loss']:.3f}")
+    m[1].metric("Val loss", f"{vals[-1]['val_loss']:.3f}" if vals else "–")
+    m[2].metric("Tokens/s", f"{last['tokens_per_s']:,.0f}")
+    m[3].metric("Learning rate", f"{last['lr']:.2e}")
+    m[4].metric("Grad norm", f"{last['grad_norm']:.3g}")
+
+    cfg = loaders.open_run(run_id).config
+    _health(metrics, cfg)
+    state.default(state.TRAIN_LOG_Y, True)
+    st.toggle("Log-scale loss", key=state.TRAIN_LOG_Y, persist_state="session")
+    widgets.chart(plots.loss_curves({name: metrics}, log_y=state.get(state.TRAIN_LOG_Y)),
+                  plots.title(name, "loss"), key="train_loss")
+    left, right = st.columns(2)
+    with left:
+        widgets.chart(plots.metric_curve(metrics, "lr", name, "learning rate"), plots.title(name, "lr"),
+                      key="train_lr")
+    with right:
+        widgets.chart(plots.metric_curve(metrics, "tokens_per_s", name, "tokens per second"),
+                      plots.title(name, "tokens per second"), key="train_tps")
+    widgets.chart(plots.grad_norm_heatmap(metrics, name), plots.title(name, "gradient norms"), key="train_grad")
+    steps = loaders.open_run(run_id).snapshot_steps()
+    if steps:
+        snap = loaders.snapshot(run_id, steps[-1])
+        if snap.get("act_stats"):
+            widgets.chart(plots.activation_stats_bars(snap["act_stats"], name, steps[-1]),
+                          plots.title(name, "activations", f"step {steps[-1]}"), key="train_acts")
+    samples = [r for r in metrics if (r.get("extra") or {}).get("sample")]
+    if samples:
+        st.markdown(f"**Sample preview** (greedy, step {samples[-1]['step']})")
+        st.code(samples[-1]["extra"]["sample"], language=None, wrap_lines=True)
+
+
+def _health(metrics: list[dict], cfg) -> None:
+    warnings = health.health_checks(metrics, vocab_size=cfg.model.d_vocab, causal=cfg.model.causal)
+    if not warnings:
+        st.success("Health: no problems seen (loss, gradients, attention entropy, causal mask).",
+                   icon=":material/check_circle:")
+    for w in warnings:
+        (st.error if w.severity == "error" else st.warning)(f"Step {w.step}: {w.message}")

@@ -1,0 +1,119 @@
+"""Widgets reused by every page: a chart with export buttons, coloured token text, encoded prompts."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from tinyviz.analysis import export
+from tinyviz.app import state
+from tinyviz.data.text import UnknownCharactersError
+
+
+def sentence(text) -> str:
+    """A core message ('the prompt is empty; ...') as a sentence for the page."""
+    text = str(text)
+    if "=" in text.split(" ", 1)[0]:  # 'lr=0.0 must be ...' names a field: keep its spelling
+        return text
+    return text[:1].upper() + text[1:]
+
+
+def toolbar_config(name: str) -> dict:
+    """The chart toolbar's camera button saves an SVG named after the figure, in the browser."""
+    return {"displaylogo": False,
+            "toImageButtonOptions": {"format": "svg", "filename": export.slug(name), "scale": 2}}
+
+
+def chart(fig: go.Figure, name: str, key: str, df: pd.DataFrame | None = None,
+          on_select: Callable | None = None, run_config: dict | None = None) -> None:
+    """st.plotly_chart drawn as exported (no Streamlit theme), then the export buttons."""
+    kwargs = {"on_select": on_select, "selection_mode": "points"} if on_select else {}
+    st.plotly_chart(fig, key=key, theme=None, config=toolbar_config(name), **kwargs)
+    export_buttons(fig, df, name, key)
+
+
+def export_buttons(fig: go.Figure, df: pd.DataFrame | None, name: str, key: str) -> None:
+    """PNG / SVG / HTML / CSV downloads (made only when clicked) and 'add to the write-up bundle'."""
+    stem = export.slug(name)
+    frame = (lambda: df) if df is not None else (lambda: export.figure_frame(fig))
+    files = [("html", "HTML", "text/html", lambda: export.to_html(fig), "self-contained, works offline"),
+             ("csv", "CSV", "text/csv", lambda: export.to_csv(frame()), "the figure's data")]
+    if export.image_export_available():
+        files[:0] = [(fmt, fmt.upper(), mime, lambda f=fmt: export.to_image(fig, f), "rendered with kaleido")
+                     for fmt, mime in (("png", "image/png"), ("svg", "image/svg+xml"))]
+    with st.container(horizontal=True, gap="small", key=f"export_{key}"):
+        for fmt, label, mime, make, tip in files:
+            st.download_button(label, data=make, file_name=f"{stem}.{fmt}", mime=mime, key=f"export_{key}_{fmt}",
+                               on_click="ignore", icon=":material/download:", type="tertiary", help=tip)
+        in_bundle = name in state.get(state.BUNDLE, {})
+        st.button("In bundle" if in_bundle else "Bundle", key=f"export_{key}_bundle", disabled=in_bundle,
+                  icon=":material/check:" if in_bundle else ":material/add:", type="tertiary",
+                  on_click=_add_to_bundle, args=(name, fig, df), help="collect it for the write-up bundle (sidebar)")
+    if not export.image_export_available():
+        st.caption(export.NO_BROWSER)
+
+
+def _add_to_bundle(name: str, fig: go.Figure, df: pd.DataFrame | None) -> None:
+    bundle = dict(state.get(state.BUNDLE, {}))
+    bundle[name] = (fig, df)
+    state.put(state.BUNDLE, bundle)
+    state.put(state.BUNDLE_ZIP, None)
+
+
+def token_html(labels: Sequence[str], values: Sequence[float | None], tips: Sequence[str],
+               rgb: tuple[int, int, int], vmax: float = 1.0) -> str:
+    """Tokens as spans shaded by value/vmax in colour rgb (none when the value is None), a tooltip each;
+    a token ending in ⏎ also breaks the line."""
+    spans = []
+    for label, value, tip in zip(labels, values, tips):
+        alpha = 0.0 if value is None else 0.9 * max(0.0, min(1.0, value / vmax))
+        ink = "#fff" if alpha > 0.6 else "inherit"
+        spans.append(f'<span title="{html.escape(tip)}" style="background: rgba({rgb[0]},{rgb[1]},{rgb[2]},'
+                     f'{alpha:.2f}); color: {ink}; border-radius: 2px; white-space: pre-wrap">'
+                     f'{html.escape(label)}</span>')
+        if label.endswith("⏎"):
+            spans.append("<br>")
+    return f'<div style="line-height: 1.8; font-size: 16px; font-family: monospace">{"".join(spans)}</div>'
+
+
+def _visible(text: str) -> str:
+    return text.replace("\n", "⏎").replace("\t", "⇥")
+
+
+def sample_tokens(tokenizer, result) -> tuple[list[str], list[float | None], list[str]]:
+    """(labels, probabilities, tooltips) of a SampleResult: the prompt's tokens unshaded, then each step."""
+    prompt_ids = tokenizer.encode(result.prompt) if result.prompt else []
+    labels = [_visible(tokenizer.decode([i])) for i in prompt_ids]
+    values: list[float | None] = [None] * len(labels)
+    tips = ["prompt"] * len(labels)
+    for n, step in enumerate(result.steps):
+        labels.append(_visible(step.text))
+        values.append(step.prob)
+        tips.append(f"token {n + 1}: p={step.prob:.3f}")
+    return labels, values, tips
+
+
+def encode_or_error(tokenizer, prompt: str, n_ctx: int) -> list[int] | None:
+    """The prompt's token ids (its last n_ctx when longer), or None after st.error says what is wrong."""
+    if not prompt:
+        st.error("The prompt is empty; type at least two characters.")
+        return None
+    try:
+        ids = tokenizer.encode(prompt)
+    except UnknownCharactersError as e:
+        st.error(f"{sentence(e)} (This model knows the {tokenizer.vocab_size} tokens of its training text.)")
+        return None
+    if len(ids) > n_ctx:
+        st.info(f"The prompt has {len(ids)} tokens but the model sees at most n_ctx={n_ctx}; "
+                f"only its last {n_ctx} tokens are shown.")
+        ids = ids[-n_ctx:]
+    return ids
+
+
+def run_caption(run) -> None:
+    s = run.summary()
+    st.caption(f"Run **{s['name']}** · {s['model']} · step {s['step']} of {s['steps']} · corpus {s['corpus']}")

@@ -1,0 +1,1 @@
+"""Tokenizers, built-in corpora, text loading and batches."""

@@ -1,0 +1,1 @@
+"""Ablation presets and the runner that trains their arms."""

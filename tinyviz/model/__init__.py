@@ -1,0 +1,1 @@
+"""The transformer, its hook points and sampling."""

@@ -1,0 +1,123 @@
+"""Named identity hook points, TransformerLens style.
+
+A ``HookPoint`` is an identity module placed where an activation is worth seeing
+(``blocks.0.attn.hook_pattern``). Hooks attach by name through a context manager that
+always removes them, so capture never changes the model and never leaks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+from typing import Union
+
+import torch
+from torch import nn
+
+# fn(activation, hook_name) -> replacement activation, or None to leave it unchanged
+HookFn = Callable[[torch.Tensor, str], torch.Tensor | None]
+NameFilter = Union[None, str, Iterable[str], Callable[[str], bool]]
+
+
+class HookPoint(nn.Module):
+    """An identity whose name is filled in by the root module."""
+
+    def __init__(self):
+        super().__init__()
+        self.name = ""
+
+    def has_hooks(self) -> bool:
+        return bool(self._forward_hooks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _matcher(names: NameFilter) -> Callable[[str], bool]:
+    if names is None:
+        return lambda _: True
+    if callable(names):
+        return names
+    if isinstance(names, str):
+        return lambda n: n == names
+    wanted = set(names)
+    return lambda n: n in wanted
+
+
+class HookedRootModule(nn.Module):
+    """Mixin for the root model: call ``setup_hooks()`` at the end of ``__init__``."""
+
+    def setup_hooks(self) -> None:
+        self.hook_dict: dict[str, HookPoint] = {}
+        for name, module in self.named_modules():
+            if isinstance(module, HookPoint):
+                module.name = name
+                self.hook_dict[name] = module
+
+    def hook_names(self) -> list[str]:
+        return list(self.hook_dict)
+
+    @contextlib.contextmanager
+    def hooks(self, fwd_hooks: list[tuple[NameFilter, HookFn]]):
+        """Attach ``(name_or_filter, fn)`` hooks for the duration of the block."""
+        handles = []
+        try:
+            for names, fn in fwd_hooks:
+                match = _matcher(names)
+                hit = [hp for name, hp in self.hook_dict.items() if match(name)]
+                if isinstance(names, str) and not hit:
+                    raise ValueError(f"no hook point named {names!r}; see model.hook_names().")
+                for hp in hit:
+                    handles.append(hp.register_forward_hook(_wrap(fn, hp.name)))
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+
+    @torch.no_grad()
+    def run_with_cache(
+        self, tokens: torch.Tensor, names: NameFilter = None, fwd_hooks: list | None = None, **kwargs
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits and ``{hook_name: activation}`` (detached) for the hook points ``names`` selects."""
+        cache: dict[str, torch.Tensor] = {}
+
+        def save(x, name):
+            cache[name] = x.detach()
+
+        with self.hooks([(names, save)] + list(fwd_hooks or [])):
+            logits = self(tokens, **kwargs)
+        return logits, cache
+
+
+def _wrap(fn: HookFn, name: str):
+    def hook(module, inputs, output):
+        return fn(output, name)
+
+    return hook
+
+
+def zero_head(layer: int, head: int) -> tuple[str, HookFn]:
+    """Zero one head's output (its z, before W_O): a hook for ``model.hooks``."""
+
+    def fn(z, name):  # z: [batch, pos, head, d_head]
+        z = z.clone()
+        z[:, :, head] = 0.0
+        return z
+
+    return f"blocks.{layer}.attn.hook_z", fn
+
+
+def mean_head(layer: int, head: int) -> tuple[str, HookFn]:
+    """Replace one head's output by its mean over batch and positions."""
+
+    def fn(z, name):
+        z = z.clone()
+        z[:, :, head] = z[:, :, head].mean(dim=(0, 1), keepdim=True)
+        return z
+
+    return f"blocks.{layer}.attn.hook_z", fn
+
+
+def knockout_mlp(layer: int) -> tuple[str, HookFn]:
+    """Remove a layer's MLP contribution."""
+    return f"blocks.{layer}.hook_mlp_out", lambda x, name: torch.zeros_like(x)

@@ -1,0 +1,390 @@
+"""A run is a folder. Every file is written atomically; nothing is ever unpickled.
+
+    config.json               RunConfig + versions + corpus fingerprint + probe prompt
+    tokenizer.json            the tokenizer (JSON, never pickle)
+    model.safetensors         weights at the last checkpoint (metadata: step)
+    train_state.safetensors   AdamW moments + RNG states matching model.safetensors
+    state.json                step, elapsed seconds, status, message
+    metrics.jsonl             one JSON object per step (val_loss on eval steps)
+    snapshots/step_NNNNNNN.safetensors  the probe prompt's attention [L, H, T, T] (float16),
+                              its tokens, and (metadata) activation stats, head scores, entropy
+
+A checkpoint commits in two phases so a kill at any moment leaves a matching pair of
+model and optimizer state: train_state.next -> model -> rename next over train_state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from tinyviz import FORMAT_VERSION, __version__
+from tinyviz.config import RunConfig
+from tinyviz.data.text import tokenizer_from_json
+from tinyviz.model.transformer import Transformer
+
+CONFIG, TOKENIZER, MODEL, TRAIN_STATE, STATE, METRICS, SNAPSHOTS = (
+    "config.json", "tokenizer.json", "model.safetensors", "train_state.safetensors",
+    "state.json", "metrics.jsonl", "snapshots",
+)
+_NEXT_STATE = "train_state.next.safetensors"
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+
+
+class RunError(ValueError):
+    """A run folder that cannot be used; the message says what is wrong and what to do."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temp file beside path, fsync, rename over path: readers see old or new, never half."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise _write_error(path, e) from None
+    finally:
+        _discard(tmp)
+    _fsync_dir(path.parent)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except OSError:
+        return True  # someone else's live process, or we cannot tell: keep its file
+    return True
+
+
+def _discard(tmp: Path) -> None:
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
+
+
+def _write_error(path: Path, e: Exception) -> RunError:
+    """A failed write as a sentence; the file it would have replaced is untouched (writes are atomic)."""
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)[:120]
+    err = RunError(
+        f"could not write {path.parent.name}/{path.name} ({reason}); the previous version is unchanged. "
+        "Free some disk space or check that the folder is writable, then resume the run."
+    )
+    err.reason = reason  # for callers that say it in their own sentence
+    return err
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, SafetensorError) as e:
+        raise _write_error(path, e) from None
+    finally:
+        _discard(tmp)
+    _fsync_dir(path.parent)
+
+
+def check_run_name(name: str) -> str:
+    """A run name that is a single safe folder name, or RunError."""
+    if not isinstance(name, str) or not _NAME_OK.fullmatch(name):  # fullmatch: "$" alone lets "x\n" through
+        raise RunError(
+            f"run name {name!r} is not allowed; use 1-80 letters, digits, '.', '_' or '-', starting with a letter or digit."
+        )
+    return name
+
+
+def _read_tensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        return load_file(str(path)), metadata
+    except FileNotFoundError:
+        raise RunError(f"{path.parent.name}/{path.name} is missing; this run has no {what}.") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise RunError(
+            f"{path.parent.name}/{path.name} is damaged or not a safetensors file ({str(e)[:80]}); "
+            "re-download or re-train the run."
+        ) from None
+
+
+def state_dict_keys(model: Transformer) -> dict[str, torch.Size]:
+    """The stored parameter names and shapes (a tied W_U is stored once, as W_E)."""
+    return {n: p.shape for n, p in model.named_parameters()}
+
+
+class Run:
+    """A handle on a run folder. Opening validates config.json; weights load on demand."""
+
+    def __init__(self, path: Path, config: RunConfig, meta: dict[str, Any]):
+        self.path, self.config, self.meta = Path(path), config, meta
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @classmethod
+    def create(cls, path: Path, config: RunConfig, tokenizer, meta: dict | None = None, overwrite: bool = False) -> Run:
+        path = Path(path)
+        check_run_name(path.name)
+        if path.exists() and any(path.iterdir()) and not overwrite:
+            raise RunError(f"{path} already holds a run; pick another --out, or resume it with --resume.")
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in (MODEL, TRAIN_STATE, _NEXT_STATE, STATE, METRICS):
+            (path / stale).unlink(missing_ok=True)
+        if (path / SNAPSHOTS).exists():
+            for f in (path / SNAPSHOTS).glob("*.safetensors"):
+                f.unlink()
+        meta = {"format_version": FORMAT_VERSION, "tinyviz_version": __version__,
+                "torch_version": torch.__version__, **(meta or {})}
+        atomic_write(path / TOKENIZER, tokenizer.to_json().encode())
+        atomic_write_json(path / CONFIG, {**meta, **config.to_dict()})
+        return cls(path, config, meta)
+
+    @classmethod
+    def open(cls, path: Path) -> Run:
+        path = Path(path)
+        if not path.is_dir():
+            raise RunError(f"no run folder at '{path}'; list runs with `python -m tinyviz runs`.")
+        try:
+            raw = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RunError(f"'{path}' has no config.json, so it is not a tinyviz run folder.") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RunError(f"{path.name}/config.json is not valid JSON ({e}); the run folder is damaged.") from None
+        if not isinstance(raw, dict):
+            raise RunError(f"{path.name}/config.json must hold a JSON object; the run folder is damaged.")
+        version = raw.get("format_version", 0)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise RunError(
+                f"{path.name} was written by a newer tinyviz (run format {version}, this one reads up to "
+                f"{FORMAT_VERSION}); upgrade tinyviz to open it."
+            )
+        try:
+            config = RunConfig.from_dict(raw)
+        except (TypeError, ValueError) as e:
+            raise RunError(f"{path.name}/config.json has an invalid configuration: {e}") from None
+        meta = {k: v for k, v in raw.items() if k not in ("model", "train", "data", "preset")}
+        # No checkpoint repair here: a reader must not touch files a training thread may be writing.
+        return cls(path, config, meta)
+
+    # -- tokenizer and weights -------------------------------------------------------------
+    def tokenizer(self):
+        try:
+            return tokenizer_from_json((self.path / TOKENIZER).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RunError(f"{self.name}/tokenizer.json is missing; the run folder is incomplete.") from None
+        except (ValueError, UnicodeDecodeError) as e:
+            raise RunError(f"{self.name}/tokenizer.json is damaged: {e}") from None
+
+    def has_weights(self) -> bool:
+        return (self.path / MODEL).exists()
+
+    def load_weights(self, model: Transformer) -> int:
+        """Load model.safetensors into model after checking every key and shape; returns the step."""
+        tensors, metadata = _read_tensors(self.path / MODEL, "trained weights yet (train it first)")
+        expected = state_dict_keys(model)
+        missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+        if missing or extra:
+            raise RunError(
+                f"{self.name}/model.safetensors does not match its config.json "
+                f"(missing {missing[:3]}, unexpected {extra[:3]}); the files come from different runs."
+            )
+        for k, shape in expected.items():
+            if tensors[k].shape != shape:
+                raise RunError(
+                    f"{self.name}/model.safetensors has {k} of shape {tuple(tensors[k].shape)} but the config "
+                    f"needs {tuple(shape)}; the files come from different runs."
+                )
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(tensors[n])
+        return int(metadata.get("step", 0))
+
+    def load_model(self) -> Transformer:
+        """A ready model in eval mode with the run's latest weights."""
+        model = Transformer(self.config.model)
+        self.load_weights(model)
+        return model.eval()
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def save_checkpoint(self, model: Transformer, train_state: dict[str, torch.Tensor], step: int,
+                        elapsed: float, status: str = "running", message: str = "") -> None:
+        meta = {"step": str(step)}
+        atomic_save_tensors(self.path / _NEXT_STATE, train_state, meta)
+        weights = {n: p.detach().cpu() for n, p in model.named_parameters()}
+        atomic_save_tensors(self.path / MODEL, weights, meta)
+        try:
+            os.replace(self.path / _NEXT_STATE, self.path / TRAIN_STATE)
+        except OSError as e:
+            raise _write_error(self.path / TRAIN_STATE, e) from None
+        _fsync_dir(self.path)
+        self.write_state(step=step, elapsed=elapsed, status=status, message=message)
+
+    def _sweep_temp_files(self) -> None:
+        """Delete the temp files (.NAME.tmpPID) of writers that died mid-write.
+
+        A temp file whose process still lives is left alone: it may be mid-write."""
+        for folder in (self.path, self.path / SNAPSHOTS):
+            for tmp in folder.glob(".*.tmp*") if folder.is_dir() else []:
+                pid = tmp.name.rpartition(".tmp")[2]
+                if pid.isdigit() and not _pid_alive(int(pid)):
+                    _discard(tmp)
+
+    def _finish_interrupted_checkpoint(self) -> None:
+        """Roll a checkpoint killed between its two renames forward (or drop its unused half)."""
+        self._sweep_temp_files()
+        nxt = self.path / _NEXT_STATE
+        if not nxt.exists():
+            return
+        try:
+            with safe_open(str(nxt), framework="pt") as f:
+                nxt_step = (f.metadata() or {}).get("step")
+            with safe_open(str(self.path / MODEL), framework="pt") as f:
+                model_step = (f.metadata() or {}).get("step")
+        except (SafetensorError, OSError):
+            nxt_step, model_step = None, "unreadable"
+        if nxt_step is not None and nxt_step == model_step:
+            os.replace(nxt, self.path / TRAIN_STATE)
+        else:
+            nxt.unlink(missing_ok=True)
+
+    def load_train_state(self) -> tuple[dict[str, torch.Tensor], int]:
+        """The optimizer state matching model.safetensors; only the run's (single) writer calls this."""
+        self._finish_interrupted_checkpoint()
+        tensors, metadata = _read_tensors(self.path / TRAIN_STATE, "optimizer state to resume from")
+        return tensors, int(metadata.get("step", -1))
+
+    def weights_step(self) -> int:
+        try:
+            with safe_open(str(self.path / MODEL), framework="pt") as f:
+                return int((f.metadata() or {}).get("step", 0))
+        except (FileNotFoundError, SafetensorError, OSError, ValueError):
+            return 0
+
+    def write_state(self, **fields) -> None:
+        atomic_write_json(self.path / STATE, {**self.state(), **fields})
+
+    def state(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.path / STATE).read_text(encoding="utf-8"))
+            return data if isinstance(data, dict) else {}
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return {}
+
+    # -- metrics -----------------------------------------------------------------------------
+    def metrics(self) -> list[dict[str, Any]]:
+        """Every logged step. A line torn by a crash mid-append is skipped."""
+        out = []
+        try:
+            with open(self.path / METRICS, encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    if isinstance(rec, dict) and "step" in rec:
+                        out.append(rec)
+        except FileNotFoundError:
+            pass
+        return out
+
+    def truncate_after(self, step: int) -> None:
+        """Forget metrics and snapshots later than step (resume continues from there)."""
+        kept = [m for m in self.metrics() if m["step"] <= step]
+        atomic_write(self.path / METRICS, "".join(json.dumps(m) + "\n" for m in kept).encode())
+        for s in self.snapshot_steps():
+            if s > step:
+                (self.path / SNAPSHOTS / f"step_{s:07d}.safetensors").unlink(missing_ok=True)
+
+    # -- attention snapshots -----------------------------------------------------------------
+    def save_snapshot(self, step: int, tokens: list[int], snap: dict[str, Any]) -> None:
+        """snap as returned by probes.probe_snapshot: patterns [L, H, T, T] plus JSON-able stats."""
+        (self.path / SNAPSHOTS).mkdir(exist_ok=True)
+        patterns = torch.as_tensor(np.asarray(snap["patterns"]), dtype=torch.float16)
+        info = {k: v for k, v in snap.items() if k != "patterns"}
+        atomic_save_tensors(
+            self.path / SNAPSHOTS / f"step_{step:07d}.safetensors",
+            {"patterns": patterns, "tokens": torch.tensor(tokens, dtype=torch.int64)},
+            {"step": str(step), "info": json.dumps(info)},
+        )
+
+    def snapshot_steps(self) -> list[int]:
+        folder = self.path / SNAPSHOTS
+        steps = []
+        for f in folder.glob("step_*.safetensors") if folder.exists() else []:
+            try:
+                steps.append(int(f.stem.split("_")[1]))
+            except (IndexError, ValueError):
+                continue
+        return sorted(steps)
+
+    def load_snapshot(self, step: int) -> dict[str, Any]:
+        """{"step", "patterns": np [L, H, T, T] float32, "tokens": list[int], **info}."""
+        tensors, metadata = _read_tensors(self.path / SNAPSHOTS / f"step_{step:07d}.safetensors", "snapshot")
+        try:
+            info = json.loads(metadata.get("info", "{}"))
+        except json.JSONDecodeError:
+            info = {}
+        return {"step": step, "patterns": tensors["patterns"].float().numpy(),
+                "tokens": tensors["tokens"].tolist(), **info}
+
+    def summary(self) -> dict[str, Any]:
+        """One line about the run for listings: step, last loss, config highlights."""
+        m = self.config.model
+        metrics = self.metrics()
+        vals = [r["val_loss"] for r in metrics if r.get("val_loss") is not None]
+        return {
+            "name": self.name, "path": str(self.path), "preset": self.config.preset,
+            "step": self.weights_step(), "steps": self.config.train.steps,
+            "loss": metrics[-1]["loss"] if metrics else None, "val_loss": vals[-1] if vals else None,
+            "status": self.state().get("status", "new"), "corpus": self.config.data.corpus,
+            "model": f"{m.n_layers}L {m.n_heads}H d{m.d_model} ctx{m.n_ctx} {m.pos_emb} {m.norm_position}-{m.norm} {m.mlp}",
+        }
+
+
+def list_runs(root: Path = Path("checkpoints")) -> list[Run]:
+    """Every readable run folder directly under root, sorted by name. Unreadable ones are skipped."""
+    root = Path(root)
+    runs = []
+    for path in sorted(root.iterdir()) if root.is_dir() else []:
+        if (path / CONFIG).exists():
+            try:
+                runs.append(Run.open(path))
+            except RunError:
+                continue
+    return runs

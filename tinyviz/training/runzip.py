@@ -1,0 +1,157 @@
+"""Importing a run someone sent as a zip of its folder, without trusting the zip.
+
+Refused: absolute paths, '..', symlinks, unknown file names (so a pickle never lands),
+duplicates, zip bombs and oversize entries (declared and actual sizes). The run's config,
+tokenizer and weights must load before its folder appears under the runs root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from tinyviz.training.runs import (
+    CONFIG,
+    METRICS,
+    MODEL,
+    SNAPSHOTS,
+    STATE,
+    TOKENIZER,
+    TRAIN_STATE,
+    Run,
+    RunError,
+    _write_error,
+    check_run_name,
+)
+
+MAX_IMPORT_BYTES = 500_000_000  # all files of an imported run together, uncompressed
+MAX_IMPORT_ENTRIES = 2000
+MAX_COMPRESSION_RATIO = 200  # JSON and weights compress far less; more than this is a zip bomb
+_IMPORT_FILES = {CONFIG, TOKENIZER, MODEL, TRAIN_STATE, STATE, METRICS}
+_SNAPSHOT_NAME = re.compile(r"^snapshots/step_\d{7}\.safetensors$")
+_JUNK = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}  # what zip tools add; skipped, never extracted
+
+
+def _is_junk(filename: str) -> bool:
+    return any(part in _JUNK for part in filename.split("/"))
+
+
+def _import_member_name(info, prefix: str) -> str | None:
+    """The run-relative name of a zip entry (None for a folder entry), or RunError if it is not allowed."""
+    import stat
+
+    raw = info.filename
+    if "\\" in raw or raw.startswith("/") or re.match(r"^[A-Za-z]:", raw) or ".." in raw.split("/"):
+        raise RunError(f"the zip entry {raw!r} points outside the run folder; the zip is not a tinyviz run "
+                       "and was not imported.")
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise RunError(f"the zip entry {raw!r} is a symbolic link; a run holds plain files only, so the zip "
+                       "was not imported.")
+    if _is_junk(raw):
+        return None
+    name = raw[len(prefix):] if prefix and raw.startswith(prefix) else raw
+    if info.is_dir():
+        if name.rstrip("/") in ("", SNAPSHOTS):
+            return None
+    elif name in _IMPORT_FILES or _SNAPSHOT_NAME.match(name):
+        return name
+    allowed = ", ".join(sorted(_IMPORT_FILES))
+    raise RunError(f"the zip holds {raw!r}, which is not part of a tinyviz run (allowed: {allowed}, "
+                   "snapshots/step_NNNNNNN.safetensors); weights load only from safetensors, so nothing "
+                   "was imported.")
+
+
+def import_run_zip(source, root: Path, name: str | None = None, *, fallback_name: str = "imported-run",
+                   unique: bool = False) -> Run:
+    """Unpack a run zip (a path, bytes or a binary file object) into ``root/name`` after checking it.
+
+    The name is ``name``, else the folder the zip holds the run in, else ``fallback_name``; with
+    ``unique`` a taken name gets ``-2``, ``-3``... instead of being refused.
+
+    Refused with a RunError, before anything is written to ``root``: absolute or ``..`` paths,
+    symbolic links, files that are not part of a run (so no pickle ever lands), duplicate entries,
+    oversized or suspiciously compressed entries (declared sizes are checked first, actual bytes
+    while extracting), and a config, tokenizer or weights that do not load. The run folder only
+    appears, by one rename, once all of that has passed.
+    """
+    import io
+    import shutil
+    import tempfile
+    import zipfile
+    import zlib
+
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(source)
+    try:
+        zf = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise RunError(f"the file is not a readable zip archive ({e}); export the run again and retry.") from None
+    root = Path(root)
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_IMPORT_ENTRIES:
+            raise RunError(f"the zip has {len(infos)} entries, more than a run ever holds ({MAX_IMPORT_ENTRIES}).")
+        files = [i for i in infos if not i.is_dir() and not _is_junk(i.filename)]
+        # A zip of the folder (``my-run/config.json``) or of its contents (``config.json``) both work.
+        tops = {i.filename.split("/", 1)[0] for i in infos if not _is_junk(i.filename)}
+        prefix = ""
+        if len(tops) == 1 and all("/" in i.filename for i in files):
+            top = tops.pop()
+            if f"{top}/{CONFIG}" in {i.filename for i in files}:
+                prefix = f"{top}/"
+        names: dict[str, Any] = {}
+        total = 0
+        for info in infos:
+            rel = _import_member_name(info, prefix)
+            if rel is None:
+                continue
+            if rel in names:
+                raise RunError(f"the zip holds {rel!r} twice; it was not made by tinyviz and was not imported.")
+            names[rel] = info
+            total += info.file_size
+            if info.file_size > MAX_IMPORT_BYTES or total > MAX_IMPORT_BYTES:
+                raise RunError(f"the zip unpacks to more than {MAX_IMPORT_BYTES / 1e6:g} MB, more than a tiny "
+                               "run needs; it was not imported.")
+            if info.file_size > 1_000_000 and info.file_size > MAX_COMPRESSION_RATIO * max(1, info.compress_size):
+                raise RunError(f"the zip entry {info.filename!r} expands {info.file_size // max(1, info.compress_size)} "
+                               "times, which is what a zip bomb does; it was not imported.")
+        if CONFIG not in names:
+            raise RunError("the zip has no config.json, so it is not a tinyviz run; export the run folder as a zip.")
+        name = check_run_name(name or (prefix.rstrip("/") if prefix else fallback_name))
+        target = root / name
+        for n in range(2, 1000):
+            if not (unique and target.exists()):
+                break
+            target = root / check_run_name(f"{name[:70]}-{n}")
+        name = target.name
+        if target.exists():
+            raise RunError(f"a run named {name!r} already exists; rename or delete it first, or import under "
+                           "another name.")
+        root.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
+        tmp = scratch / name  # so any message about its files names the run, not the scratch folder
+        try:
+            written = 0
+            for rel, info in names.items():
+                dest = tmp / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(dest, "wb") as out:
+                    while chunk := src.read(1 << 20):
+                        written += len(chunk)
+                        if written > total:  # more bytes than the entries declared
+                            raise RunError("the zip holds more data than its entries declare; it was not imported.")
+                        out.write(chunk)
+            run = Run.open(tmp)
+            run.tokenizer()
+            if run.has_weights():
+                run.load_model()
+            os.replace(tmp, target)
+        except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as e:
+            raise RunError(f"the zip is damaged or encrypted ({str(e)[:80]}); export the run again and retry.") from None
+        except OSError as e:
+            raise _write_error(target, e) from None
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return Run.open(target)
