@@ -69,6 +69,37 @@ class RefGPT(nn.Module):
         return self.lm_head(self.ln_f(x))
 
 
+# The ModelConfig values RefGPT computes; any other value is an architecture it does not have.
+REF_ARCHITECTURE = dict(pos_emb="learned", norm="layernorm", norm_position="pre", residual=True, mlp="gelu",
+                        tie_embeddings=True, causal=True, attn_scale=True)
+
+
+def load_tinyviz_weights(ref: RefGPT, cfg: ModelConfig, state: dict[str, torch.Tensor]) -> RefGPT:
+    """Copy a tinyviz Transformer's weights (its state dict, or model.safetensors as stored, where a tied
+    W_U is left out) into ``ref``, which must be built from the same ``cfg``; returns ``ref``.
+
+    The names map one to one (tinyviz's fused W_QKV is [q; k; v] stacked along the output dim, the order
+    nanoGPT's c_attn splits in). Raises ValueError for a config RefGPT cannot compute (see REF_ARCHITECTURE).
+    """
+    unlike = {k: getattr(cfg, k) for k, v in REF_ARCHITECTURE.items() if getattr(cfg, k) != v}
+    if cfg.kv_heads != cfg.n_heads:
+        unlike["n_kv_heads"] = cfg.n_kv_heads
+    if unlike:
+        raise ValueError(f"RefGPT is nanoGPT's architecture only; this config differs in {unlike}.")
+    names = {"W_E.weight": "wte.weight", "W_pos.weight": "wpe.weight"}
+    for i in range(cfg.n_layers):
+        for ours, theirs in (("ln1", "ln_1"), ("ln2", "ln_2"), ("attn.W_QKV", "attn.c_attn"),
+                             ("attn.W_O", "attn.c_proj"), ("mlp.W_in", "mlp.0"), ("mlp.W_out", "mlp.2")):
+            for kind in ("weight", "bias"):
+                names[f"blocks.{i}.{ours}.{kind}"] = f"h.{i}.{theirs}.{kind}"
+    for kind in ("weight", "bias"):
+        names[f"ln_final.{kind}"] = f"ln_f.{kind}"
+    mapped = {names[k]: v for k, v in state.items() if k != "W_U.weight"}  # W_U is W_E (tied)
+    mapped["lm_head.weight"] = mapped["wte.weight"]
+    ref.load_state_dict(mapped, strict=True)  # a key either side left unmapped is an error
+    return ref
+
+
 class RefTrainer:
     """nanoGPT's train.py step: AdamW with decay groups (fused only on CUDA, as nanoGPT has it, so
     foreach on CPU), the same lr schedule, clip 1.0, and no metrics and no host sync."""

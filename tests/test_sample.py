@@ -7,9 +7,16 @@ from tinyviz.data.text import UnknownCharactersError
 from tinyviz.model.sampling import generate, next_token_probs
 from tinyviz.training.session import TrainingSession
 
-# Greedy text of the seeded run below, on one thread of this kind of machine (x86-64, torch 2.13 CPU).
-# If it changes, something changed the model, the data order, the optimizer or sampling.
-GOLDEN = " te  te te t t t t t t t t t t t t t t t te t t t tet t t t "
+# No stored sample here: a greedy string depends on the CPU's SIMD width (one near-tie flips). The model's
+# numbers are checked against an independent implementation in tests/test_golden.py; determinism is
+# checked below by training twice and comparing bit for bit.
+CFG = TINY + ["steps=150", "lr=1e-2", "eval_interval=0", "snapshot_interval=0", "checkpoint_interval=0"]
+
+
+def train(path):
+    session = TrainingSession.start(apply_overrides(preset("micro"), CFG), path)
+    session.train()
+    return session.trainer.model.eval(), session.tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -17,19 +24,19 @@ def trained(tmp_path_factory):
     # float sums depend on how many threads split them: pin one, whatever ran before this test
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    cfg = apply_overrides(preset("micro"), TINY + [
-        "steps=150", "lr=1e-2", "eval_interval=0", "snapshot_interval=0", "checkpoint_interval=0"])
-    session = TrainingSession.start(cfg, tmp_path_factory.mktemp("runs") / "golden")
-    session.train()
-    yield session.trainer.model.eval(), session.tokenizer
+    yield train(tmp_path_factory.mktemp("runs") / "a")
     torch.set_num_threads(threads)
 
 
-def test_greedy_sampling_matches_the_golden_string(trained):
+def test_same_seed_trains_bit_identical_weights_and_the_same_greedy_text(trained, tmp_path):
     model, tok = trained
-    torch.set_num_threads(1)
-    result = generate(model, tok, "Once upon a time", SampleConfig(max_new_tokens=60, temperature=0))
-    assert result.text == GOLDEN
+    again, _ = train(tmp_path / "b")
+    for (name, p), (_, q) in zip(model.named_parameters(), again.named_parameters(), strict=True):
+        assert torch.equal(p, q), name
+    greedy = SampleConfig(max_new_tokens=60, temperature=0)
+    text = generate(model, tok, "Once upon a time", greedy).text
+    assert text == generate(again, tok, "Once upon a time", greedy).text
+    assert len(text) == 60  # char tokenizer: one character per token
 
 
 @pytest.mark.parametrize("cfg", [
