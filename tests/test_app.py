@@ -47,7 +47,7 @@ def runs_root(tmp_path, demo, monkeypatch):
 def app(page=None) -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     if page:
-        at.switch_page(f"pages/{page}_page.py").run()
+        at.switch_page(f"app_pages/{page}.py").run()
     return at
 
 
@@ -95,7 +95,7 @@ def test_a_new_session_opens_the_run_named_in_the_url(runs_root, asked, shown):
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.query_params["run"] = asked
     at.run()  # AppTest maps a page file to its URL path only after a first run
-    at.switch_page("pages/heads_page.py").run()
+    at.switch_page("app_pages/heads.py").run()
     ok(at)
     assert all(shown in t for t in chart_titles(at))
     assert at.session_state["run_id"] == str(runs_root / shown)
@@ -229,3 +229,12 @@ def test_write_up_bundle_collects_figures_and_builds_a_zip(runs_root, monkeypatc
     ok(at)
     assert at.sidebar.get("download_button")
     assert any("Chrome or Chromium" in c.value for c in at.sidebar.caption)
+
+
+def test_pages_live_outside_a_pages_folder():
+    """A pages/ folder beside app.py switches Streamlit to its legacy mode for a process's first run
+    (a page runs without the frame, or "Page not found" shows): page files belong in app_pages/."""
+    assert not (ROOT / "pages").exists(), "move page files to app_pages/ and register them in tinyviz/app/page.PAGES"
+    from tinyviz.app import page
+
+    assert sorted(p for p, _, _ in page.PAGES.values()) == sorted(f"app_pages/{f.name}" for f in (ROOT / "app_pages").glob("*.py"))

@@ -45,7 +45,7 @@ def app(page=None) -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.run()
     if page:
-        at.switch_page(f"pages/{page}_page.py").run()
+        at.switch_page(f"app_pages/{page}.py").run()
     return at
 
 

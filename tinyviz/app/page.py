@@ -1,10 +1,8 @@
 """The app's pages and the frame they share (drawn once per rerun by app.py).
 
-The page files' names differ from their URL paths (``pages/heads_page.py`` is served at
-``/heads``) on purpose: while a ``pages/`` folder sits beside app.py, Streamlit runs the first
-script run of a process (and every AppTest run) in its legacy file-per-page mode, which would
-run a page file whose name matches the URL on its own, without this frame. With other names
-the legacy mode finds no match, runs app.py, and st.navigation picks the page.
+The page files live in ``app_pages/``, not ``pages/``: a ``pages/`` folder beside app.py puts
+Streamlit in its legacy file-per-page mode for a process's first script run (and every AppTest
+run), which runs a page file on its own, without this frame, or shows "Page not found" first.
 """
 
 from __future__ import annotations
@@ -14,15 +12,15 @@ import streamlit as st
 from tinyviz.app import loaders, sidebar, widgets
 from tinyviz.training.runs import Run
 
-HOME = "pages/home_page.py"
+HOME = "app_pages/home.py"
 PAGES = {  # title -> (file, icon, what it is for)
     "Home": (HOME, ":material/home:", "what tinyviz is and the current run"),
-    "Train": ("pages/train_page.py", ":material/model_training:", "train a model live: loss, gradients, health, samples"),
-    "Heads": ("pages/heads_page.py", ":material/grid_view:", "click any head to see its attention; replay how it formed"),
-    "Predictions": ("pages/predictions_page.py", ":material/format_list_numbered:",
+    "Train": ("app_pages/train.py", ":material/model_training:", "train a model live: loss, gradients, health, samples"),
+    "Heads": ("app_pages/heads.py", ":material/grid_view:", "click any head to see its attention; replay how it formed"),
+    "Predictions": ("app_pages/predictions.py", ":material/format_list_numbered:",
                     "top-k next tokens, per-token loss and the logit lens"),
-    "Sample": ("pages/sample_page.py", ":material/edit_note:", "generate text with temperature, top-k, top-p and a seed"),
-    "Compare": ("pages/compare_page.py", ":material/compare_arrows:", "overlay runs, diff configs, launch an A/B ablation"),
+    "Sample": ("app_pages/sample.py", ":material/edit_note:", "generate text with temperature, top-k, top-p and a seed"),
+    "Compare": ("app_pages/compare.py", ":material/compare_arrows:", "overlay runs, diff configs, launch an A/B ablation"),
 }
 
 
