@@ -1,4 +1,4 @@
-"""python -m tinyviz train | sample | heads | ablate | runs
+"""python -m tinyviz train | sample | heads | ablate | sweep | runs
 
 Bad input ends in one sentence on stderr and exit code 2, never a traceback.
 """
@@ -166,28 +166,90 @@ def cmd_runs(args) -> int:
     return 0
 
 
+class _Progress:
+    """A progress bar over every step of a sweep, with the runs finished and an ETA (tqdm's)."""
+
+    def __init__(self, desc: str):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=0, unit="step", dynamic_ncols=True, file=sys.stderr, desc=desc)
+
+    def __call__(self, done: int, total: int, runs_done: int = 0, runs: int = 0) -> None:
+        self.bar.total = total
+        if runs:
+            self.bar.set_postfix_str(f"{runs_done}/{runs} runs", refresh=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _executor(args):
+    from tinyviz.experiments.executors import make_executor
+
+    if args.executor != "ray" and args.ray_address is not None:
+        raise ValueError("--ray-address needs --executor ray.")
+    ex = make_executor(args.executor, workers=args.workers, address=args.ray_address, gpus_per_run=args.gpus_per_run)
+    print(f"executor: {ex.describe()}", file=sys.stderr)
+    return ex
+
+
 def cmd_ablate(args) -> int:
-    from tqdm import tqdm
-
     from tinyviz.experiments.ablate import run_ablation
+    from tinyviz.experiments.sweep import ablation_sweep
 
-    bar = tqdm(total=0, unit="step", dynamic_ncols=True, file=sys.stderr, desc=f"ablate {args.preset}")
-
-    def on_progress(done, total):
-        bar.total = total
-        bar.update(done - bar.n)
-
+    ablation_sweep(args.preset, args.seeds, args.steps, args.corpus, args.set or [])  # bad input: before connecting
+    executor = _executor(args)
+    bar = _Progress(f"ablate {args.preset}")
     try:
         res = run_ablation(args.preset, seeds=args.seeds, steps=args.steps, corpus=args.corpus,
-                           workers=args.workers, out=args.out, sets=args.set or [], on_progress=on_progress)
+                           workers=args.workers, out=args.out, sets=args.set or [], on_progress=bar,
+                           executor=executor)
     finally:
         bar.close()
+        getattr(executor, "close", lambda: None)()
     label, line = res.verdict
     print(f"{res.ablation.name}: {label}. {line}", file=sys.stderr)
     for note in res.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"{len(res.runs)} runs in {res.wall_s:.0f} s; summary, figure and curves in {res.out}", file=sys.stderr)
     return 0
+
+
+def cmd_sweep(args) -> int:
+    from tinyviz.experiments.sweep import check_corpus, grid_sweep, run_sweep
+
+    sweep = grid_sweep(args.preset, args.grid or [], args.seeds, args.steps, args.corpus, args.set or [],
+                       yes=args.yes)
+    check_corpus(sweep.base)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the sweep.")
+    executor = _executor(args)  # connects to Ray: an unreachable address fails here, before --out is made
+    print(f"sweep: {len(sweep.cells)} cells x {len(sweep.seeds)} seed(s) = {sweep.n_runs} runs of "
+          f"{sweep.base.train.steps} steps -> {out}", file=sys.stderr)
+    bar = _Progress("sweep")
+    try:
+        res = run_sweep(sweep, out, executor, on_progress=bar, images=not args.no_images)
+    finally:
+        bar.close()
+        getattr(executor, "close", lambda: None)()
+    for note in res.notes:
+        print(f"note: {note}", file=sys.stderr)
+    nodes = sorted({r["node"] for r in res.runs})
+    print(f"{len(res.runs)} runs in {res.wall_s:.0f} s on {len(nodes)} node(s); results.csv, summary.md, "
+          f"curves.csv and loss.html in {out}", file=sys.stderr)
+    return 0
+
+
+def _executor_args(p) -> None:
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: this machine's cores (default); ray: a Ray cluster (pip install -e '.[ray]')")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="HOST:PORT of the Ray head, or auto (default: $TINYVIZ_RAY_ADDRESS, else auto)")
+    p.add_argument("--workers", type=int, default=None, help="local worker processes (default min(2, cores))")
+    p.add_argument("--gpus-per-run", type=float, default=1.0,
+                   help="GPUs each device=cuda run asks Ray for; a fraction packs runs on one GPU (default 1)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -227,10 +289,24 @@ def make_parser() -> argparse.ArgumentParser:
     a.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: the preset's, 2 or 3)")
     a.add_argument("--steps", type=int, default=None, help="steps per run (default: the preset's)")
     a.add_argument("--corpus", default=None, help="a built-in corpus name or a path to a .txt file")
-    a.add_argument("--workers", type=int, default=None, help="parallel worker processes (default min(2, cores))")
     a.add_argument("--out", default=None, help="output folder (default checkpoints/ablate-PRESET)")
     a.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a base field for every arm")
+    _executor_args(a)
     a.set_defaults(func=cmd_ablate)
+
+    w = sub.add_parser("sweep", help="train the cartesian product of grids x seeds; results table, curves, figure")
+    w.add_argument("--preset", default="micro", help=f"the base config: one of {', '.join(PRESETS)} (default micro)")
+    w.add_argument("--grid", action="append", metavar="FIELD=V1,V2,...",
+                   help="a field and its values; repeat for more fields (their cartesian product)")
+    w.add_argument("--seeds", type=int, default=1, help="seeds per cell (default 1)")
+    w.add_argument("--steps", type=int, default=None, help="steps per run (default: the preset's)")
+    w.add_argument("--corpus", default=None, help="a built-in corpus name or a path to a .txt file")
+    w.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a base field for every cell")
+    w.add_argument("--out", required=True, help="output folder, e.g. checkpoints/sweep-lr")
+    w.add_argument("--yes", action="store_true", help=f"run a sweep of more than {1000:,} runs")
+    w.add_argument("--no-images", action="store_true", help="skip the PNG/SVG figure (HTML is always written)")
+    _executor_args(w)
+    w.set_defaults(func=cmd_sweep)
 
     r = sub.add_parser("runs", help="list the runs under checkpoints/")
     r.add_argument("--root", default="checkpoints")

@@ -1,36 +1,28 @@
 """Run an ablation preset: one command trains every arm for each seed and says whether the claim holds.
 
-The presets (arms, claim, verdict rule) are in ``tinyviz.experiments.ablations``. ``run_ablation`` trains
-arm x seed in worker processes (one thread each, so a re-run gives bit-identical numbers) and
-writes into its output folder:
+The presets (arms, claim, verdict rule) are in ``tinyviz.experiments.ablations``. ``run_ablation`` runs
+the preset as a sweep (``tinyviz.experiments.sweep``: one grid field, the arm) on an executor (local
+worker processes or Ray; one thread per run, so a re-run gives bit-identical numbers) and writes into its
+output folder:
 
     <arm>-seed<k>/      one run folder per arm and seed (readable with runs.Run)
     curves.csv          step, arm, seed, loss, val_loss
     loss.html/.svg/.png the loss-vs-step figure (log y, mean over seeds with a min-max band)
     ablation.json       per-run extras (sample, causal val loss, health codes) and the arm stats
     summary.md          the table and the verdict
+    results.csv/.json   one row per run (arm, seed, final losses, tokens/s, wall time, node), and sweep.json
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import dataclasses
-import io
 import json
 import logging
 import math
-import multiprocessing
-import os
-import queue as queue_mod
-import re
 import threading
-import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tinyviz.config import RunConfig
 from tinyviz.experiments.ablations import (
@@ -39,135 +31,19 @@ from tinyviz.experiments.ablations import (
     ArmStats,
     Stat,
     arm_config,
-    base_config,
     get,
+)
+from tinyviz.experiments.executors import SAMPLE_TOKENS, LocalExecutor
+from tinyviz.experiments.sweep import (  # noqa: F401  (run_folder: part of this module's API, used by the app)
+    ablation_sweep,
+    curves_csv,
+    loss_figure,
+    run_folder,
+    run_sweep,
+    write_figure,
 )
 
 log = logging.getLogger(__name__)
-
-SAMPLE_TOKENS = 120  # greedy sample per run, from the start of the probe prompt
-PROGRESS_EVERY = 10  # a worker reports its step this often
-
-
-# -- workers ---------------------------------------------------------------------------------------
-
-_worker: dict[str, Any] = {}  # the progress queue and stop event of a worker process
-
-
-def _init_worker(progress_queue, stop_event) -> None:
-    import torch
-
-    torch.set_num_threads(1)
-    _worker.update(queue=progress_queue, stop=stop_event)
-
-
-def _train_one(job: dict, on_step: Callable[[int, int], None] | None = None,
-               stop: threading.Event | None = None) -> dict:
-    """Train one arm x seed into job["path"]; return its extras (sample, causal val loss, health codes)."""
-    from tinyviz.model.transformer import Transformer
-    from tinyviz.training import health
-    from tinyviz.training.session import TrainingSession
-
-    q, mp_stop = _worker.get("queue"), _worker.get("stop")
-    cfg = RunConfig.from_dict(job["config"])
-    session = TrainingSession.start(cfg, Path(job["path"]), overwrite=True)
-
-    def report(m) -> None:
-        if on_step is not None:
-            on_step(job["id"], m.step)
-        elif q is not None and (m.step % PROGRESS_EVERY == 0 or m.step == cfg.train.steps):
-            q.put((job["id"], m.step))
-
-    status = session.train(stop=stop or mp_stop, on_step=report)
-    trainer, model = session.trainer, session.trainer.model
-    causal_val = None
-    if status != "failed":
-        if model.cfg.causal:
-            causal_val = trainer.evaluate("val")
-        else:  # the same weights with the mask on: what generation, which cannot see the future, faces
-            masked = Transformer(dataclasses.replace(model.cfg, causal=True))
-            masked.load_state_dict(model.state_dict())
-            trainer.model, trainer.forward = masked, masked
-            causal_val = trainer.evaluate("val")
-            trainer.model, trainer.forward = model, model
-    sample = session.preview(job.get("sample_tokens", SAMPLE_TOKENS)) if status != "failed" else ""
-    metrics = session.run.metrics()
-    unigram = health.unigram_entropy(trainer.data.train.numpy(), model.cfg.d_vocab)
-    health = health.health_checks(metrics, vocab_size=model.cfg.d_vocab, unigram_entropy=unigram,
-                                  causal=model.cfg.causal)
-    return {
-        "id": job["id"], "arm": job["arm"], "seed": job["seed"], "path": job["path"], "status": status,
-        "message": session.message, "steps_done": session.step, "n_params": model.n_params(non_embedding=False),
-        "d_vocab": session.run.config.model.d_vocab, "causal_val_loss": causal_val, "sample": sample,
-        "health": sorted({w.code for w in health}), "elapsed": trainer.elapsed, "unigram": unigram,
-    }
-
-
-@contextlib.contextmanager
-def _one_thread_env():
-    """Spawned workers inherit this environment: one OpenMP thread each (two spinning pools on two cores crawl)."""
-    old = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _run_jobs(jobs: list[dict], workers: int, on_step: Callable[[int, int], None],
-              stop: threading.Event | None) -> list[dict]:
-    if workers <= 1:  # in this process, with one thread for the duration, for the same numbers as the workers
-        import torch
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            results = []
-            for job in jobs:
-                if stop is not None and stop.is_set():
-                    break
-                results.append(_train_one(job, on_step=on_step, stop=stop))
-            return results
-        finally:
-            torch.set_num_threads(threads)
-    ctx = multiprocessing.get_context("spawn")
-    progress, mp_stop = ctx.Queue(), ctx.Event()
-    results = []
-    with _one_thread_env(), ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                                initargs=(progress, mp_stop)) as pool:
-        pending = {pool.submit(_train_one, job) for job in jobs}
-        try:
-            while pending:
-                with contextlib.suppress(queue_mod.Empty):
-                    job_id, step = progress.get(timeout=0.2)
-                    on_step(job_id, step)
-                if stop is not None and stop.is_set():
-                    mp_stop.set()
-                done = {f for f in pending if f.done()}
-                pending -= done
-                results += [f.result() for f in done]
-        except BaseException:
-            mp_stop.set()
-            for f in pending:
-                f.cancel()
-            raise
-    while True:  # the last progress messages
-        try:
-            on_step(*progress.get_nowait())
-        except (queue_mod.Empty, OSError, ValueError):
-            break
-    return results
-
-
-# -- results ---------------------------------------------------------------------------------------
-
-def _cost(cfg: RunConfig) -> float:
-    m = cfg.model
-    return cfg.train.steps * m.n_layers * m.d_model * (3 * m.d_model + m.n_ctx) + 1
 
 
 def arm_stats(arm: str, seed_metrics: dict[int, list[dict]], extras: dict[int, dict]) -> ArmStats:
@@ -207,7 +83,7 @@ class AblationResult:
     stats: dict[str, ArmStats]
     verdict: tuple[str, str]
     wall_s: float
-    workers: int
+    workers: int | str  # where the runs trained (an executor's description; a count in older folders)
     notes: list[str]
 
     def metrics(self) -> dict[str, dict[int, list[dict]]]:
@@ -217,77 +93,6 @@ class AblationResult:
         for r in self.runs:
             out.setdefault(r["arm"], {})[r["seed"]] = Run.open(Path(r["path"])).metrics()
         return out
-
-
-def curves_csv(metrics: dict[str, dict[int, list[dict]]]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["step", "arm", "seed", "loss", "val_loss"])
-    for arm, by_seed in metrics.items():
-        for seed, ms in sorted(by_seed.items()):
-            for m in ms:
-                w.writerow([m["step"], arm, seed, repr(m["loss"]),
-                            "" if m.get("val_loss") is None else repr(m["val_loss"])])
-    return buf.getvalue()
-
-
-COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
-
-
-def loss_figure(metrics: dict[str, dict[int, list[dict]]], title: str, max_points: int = 300):
-    """Train loss per arm: mean over seeds with a min-max band; val loss dashed; log y.
-
-    metrics: arm -> seed -> metrics records. Long curves are thinned to about max_points steps
-    (the CSV keeps every step).
-    """
-    import numpy as np
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for i, (arm, by_seed) in enumerate(metrics.items()):
-        colour = COLOURS[i % len(COLOURS)]
-        rgb = tuple(int(colour[j:j + 2], 16) for j in (1, 3, 5))
-        n = max((len(ms) for ms in by_seed.values()), default=0)
-        if n == 0:
-            continue
-        loss = np.full((len(by_seed), n), np.nan)
-        for r, ms in enumerate(by_seed.values()):
-            loss[r, :len(ms)] = [m["loss"] for m in ms]
-        steps = np.arange(1, n + 1)
-        keep = np.unique(np.r_[np.arange(0, n, max(1, math.ceil(n / max_points))), n - 1])
-        x, lo, hi, mean = steps[keep], np.nanmin(loss, 0)[keep], np.nanmax(loss, 0)[keep], np.nanmean(loss, 0)[keep]
-        fig.add_trace(go.Scatter(x=np.r_[x, x[::-1]], y=np.r_[hi, lo[::-1]], fill="toself", mode="none",
-                                 fillcolor=f"rgba({rgb[0]},{rgb[1]},{rgb[2]},0.18)", legendgroup=arm,
-                                 showlegend=False, hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=x, y=mean, mode="lines", line=dict(color=colour, width=1.5), name=arm,
-                                 legendgroup=arm))
-        vals: dict[int, list[float]] = {}
-        for ms in by_seed.values():
-            for m in ms:
-                if m.get("val_loss") is not None:
-                    vals.setdefault(m["step"], []).append(m["val_loss"])
-        if vals:
-            vs = sorted(vals)
-            fig.add_trace(go.Scatter(x=vs, y=[sum(vals[s]) / len(vals[s]) for s in vs], mode="lines+markers",
-                                     line=dict(color=colour, dash="dash", width=1.5), marker=dict(size=5),
-                                     name=f"{arm} (val)", legendgroup=arm))
-    fig.update_layout(title=title, xaxis_title="step", yaxis_title="loss (nats, log scale)", yaxis_type="log",
-                      template="plotly_white", width=900, height=520, legend=dict(font=dict(size=11)))
-    return fig
-
-
-def write_figure(fig, stem: Path, images: bool = True) -> list[str]:
-    """stem.html (self-contained), .svg and .png; returns notes for anything that could not be written."""
-    from tinyviz.analysis import export
-
-    notes = []
-    stem.with_suffix(".html").write_bytes(export.to_html(fig))
-    for ext in ("svg", "png") if images else ():
-        try:
-            stem.with_suffix(f".{ext}").write_bytes(export.to_image(fig, ext, scale=1 if ext == "svg" else 1.5))
-        except export.ExportError as e:  # no Chrome/Chromium: HTML and CSV are still written
-            notes.append(f"no {ext.upper()} written: {e}")
-    return notes
 
 
 def _describe(cfg: RunConfig) -> str:
@@ -304,13 +109,14 @@ def summary_markdown(res: AblationResult) -> str:
     diffs = {arm.name: arm_config(res.base, arm, 0).diff(arm_config(res.base, ab.arms[0], 0)) for arm in ab.arms}
     label, line = res.verdict
     vocab = res.runs[0]["d_vocab"] if res.runs else "?"
+    where = f"{res.workers} worker(s)" if isinstance(res.workers, int) else res.workers
     out = [
         f"# Ablation `{ab.name}`", "",
         f"**Claim.** {ab.claim}", "",
         f"**Verdict: {label}.** {line}", "",
         f"Rule: {ab.rule}", "",
         f"Base: {_describe(res.base)}, vocab {vocab}. Seeds {', '.join(map(str, res.seeds))} (each seed fixes "
-        f"the init and the data order of every arm). {len(res.runs)} runs on {res.workers} worker(s), one thread "
+        f"the init and the data order of every arm). {len(res.runs)} runs on {where}, one thread "
         f"each; {res.wall_s:.0f} s wall.", "",
         "Arms (fields that differ from the first arm):", "",
     ]
@@ -350,11 +156,6 @@ def summary_markdown(res: AblationResult) -> str:
     return "\n".join(out) + "\n"
 
 
-def run_folder(arm: str, seed: int) -> str:
-    """The folder name of one arm x seed inside an ablation's output folder."""
-    return f"{re.sub(r'[^A-Za-z0-9._-]', '_', arm)}-seed{seed}"
-
-
 def load_metrics(out: Path) -> dict[str, dict[int, list[dict]]]:
     """arm -> seed -> metrics records of a finished ablation folder (one with ablation.json)."""
     from tinyviz.training.runs import Run
@@ -370,54 +171,22 @@ def run_ablation(name: str, seeds: int | None = None, steps: int | None = None, 
                  workers: int | None = None, out: Path | None = None, sets: tuple[str, ...] | list[str] = (),
                  on_progress: Callable[[int, int], None] | None = None,
                  stop: threading.Event | None = None, images: bool = True,
-                 sample_tokens: int = SAMPLE_TOKENS) -> AblationResult:
-    """Train every arm x seed of a preset and write runs, curves, figure and summary into out.
+                 sample_tokens: int = SAMPLE_TOKENS, executor=None) -> AblationResult:
+    """Train every arm x seed of a preset and write runs, curves, figure, results and summary into out.
 
-    Workers are spawned processes, so a script that calls this needs the usual
-    ``if __name__ == "__main__":`` guard (the CLI and pytest have it). on_progress(done_steps,
-    total_steps) is called from this thread as workers report. images=False
-    skips the PNG/SVG export (kaleido starts a browser, seconds per image); HTML is always written.
+    The preset runs as a sweep (``tinyviz.experiments.sweep``) whose one grid field is the arm, on
+    executor (default: ``LocalExecutor(workers)``, spawned processes, so a script that calls this needs
+    the usual ``if __name__ == "__main__":`` guard). on_progress(done_steps, total_steps) is called from
+    this thread as runs report. images=False skips the PNG/SVG export (kaleido starts a browser, seconds
+    per image); HTML is always written.
     """
-    ab = get(name)
-    n_seeds = ab.seeds if seeds is None else seeds
-    if n_seeds < 1:
-        raise ValueError(f"--seeds {n_seeds} must be at least 1.")
-    workers = min(2, os.cpu_count() or 1) if workers is None else workers
-    if workers < 1:
-        raise ValueError(f"--workers {workers} must be at least 1.")
-    base = base_config(ab, steps, corpus, sets)
-    if "/" in base.data.corpus or base.data.corpus.endswith(".txt"):
-        from tinyviz.data.text import load_corpus
-
-        load_corpus(base.data)  # a bad path fails here, in one sentence, before any worker starts
-    out = Path(out or f"checkpoints/ablate-{ab.name}")
-    out.mkdir(parents=True, exist_ok=True)
-    seed_list = [base.train.seed + k for k in range(n_seeds)]
-    jobs = []
-    for arm in ab.arms:
-        for seed in seed_list:
-            cfg = arm_config(base, arm, seed)
-            jobs.append({"id": len(jobs), "arm": arm.name, "seed": seed, "config": cfg.to_dict(),
-                         "path": str(out / run_folder(arm.name, seed)), "cost": _cost(cfg),
-                         "sample_tokens": sample_tokens})
-    total = sum(j["config"]["train"]["steps"] for j in jobs)
-    done_by_job: dict[int, int] = {}
-
-    def on_step(job_id: int, step: int) -> None:
-        done_by_job[job_id] = step
-        if on_progress is not None:
-            on_progress(sum(done_by_job.values()), total)
-
-    t0 = time.perf_counter()
-    order = sorted(jobs, key=lambda j: -j["cost"])  # longest first, so the workers finish together
-    results = {r["id"]: r for r in _run_jobs(order, min(workers, len(jobs)), on_step, stop)}
-    wall = time.perf_counter() - t0
-    runs = [results[j["id"]] for j in jobs if j["id"] in results]
-    if len(runs) < len(jobs):
-        raise ValueError(f"the ablation was stopped after {len(runs)} of {len(jobs)} runs; nothing was summarised.")
-    if stop is not None and stop.is_set():
-        raise ValueError("the ablation was stopped before every run finished; nothing was summarised.")
-    res = AblationResult(ab, out, base, seed_list, runs, {}, ("", ""), wall, min(workers, len(jobs)), [])
+    sw = ablation_sweep(name, seeds, steps, corpus, sets)
+    executor = executor or LocalExecutor(workers)
+    out = Path(out or f"checkpoints/ablate-{sw.name}")
+    progress = None if on_progress is None else (lambda done, total, *_: on_progress(done, total))
+    swept = run_sweep(sw, out, executor, progress, stop, images=images, report=False, sample_tokens=sample_tokens)
+    runs = [{**r, "arm": r["cell"]} for r in swept.runs]
+    res = AblationResult(get(name), out, sw.base, sw.seeds, runs, {}, ("", ""), swept.wall_s, swept.executor, [])
     _finish(res, images)
     return res
 
