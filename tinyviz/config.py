@@ -22,6 +22,7 @@ CHOICES = {
     "device": ("cpu", "auto", "cuda", "mps"),
     "dtype": ("float32", "bfloat16"),
     "attn_impl": ("auto", "explicit"),
+    "history_dtype": ("float16", "float32"),
 }
 
 
@@ -140,6 +141,8 @@ class TrainConfig(_Serializable):
     compile: bool = False  # torch.compile opt-in
     attn_impl: str = "auto"  # auto = fused attention whenever no pattern is captured
     threads: int = 0  # 0 leaves torch's default
+    history_keep: int = 60  # weights kept through training (dense early, sparse late); 0 keeps none
+    history_dtype: str = "float16"  # the kept copies' precision (the last checkpoint stays float32)
 
     def __post_init__(self):
         _check_positive(self, "steps", "batch_size", "eval_batches")
@@ -162,8 +165,11 @@ class TrainConfig(_Serializable):
                 raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1).")
         if self.grad_clip < 0:
             raise ValueError(f"grad_clip={self.grad_clip} must be 0 (off) or positive.")
-        for name in ("device", "dtype", "attn_impl"):
+        for name in ("device", "dtype", "attn_impl", "history_dtype"):
             _check_choice(self, name)
+        if self.history_keep in (1, 2) or self.history_keep < 0:
+            raise ValueError(f"history_keep={self.history_keep} must be 0 (keep no weights history) or at least 3 "
+                             "(the first step, the last and one between).")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@
     metrics.jsonl             one JSON object per step (val_loss on eval steps)
     snapshots/step_NNNNNNN.safetensors  the probe prompt's attention [L, H, T, T] (float16),
                               its tokens, and (metadata) activation stats, head scores, entropy
+    history/                  the weights at kept steps + index.json (tinyviz.training.history)
 
 A checkpoint commits in two phases so a kill at any moment leaves a matching pair of
 model and optimizer state: train_state.next -> model -> rename next over train_state.
@@ -31,6 +32,7 @@ from tinyviz import FORMAT_VERSION, __version__
 from tinyviz.config import RunConfig
 from tinyviz.data.text import tokenizer_from_json
 from tinyviz.model.transformer import Transformer
+from tinyviz.training.history import History
 
 CONFIG, TOKENIZER, MODEL, TRAIN_STATE, STATE, METRICS, SNAPSHOTS = (
     "config.json", "tokenizer.json", "model.safetensors", "train_state.safetensors",
@@ -169,6 +171,7 @@ class Run:
         if (path / SNAPSHOTS).exists():
             for f in (path / SNAPSHOTS).glob("*.safetensors"):
                 f.unlink()
+        History(path).clear()
         meta = {"format_version": FORMAT_VERSION, "tinyviz_version": __version__,
                 "torch_version": torch.__version__, **(meta or {})}
         atomic_write(path / TOKENIZER, tokenizer.to_json().encode())
@@ -241,6 +244,20 @@ class Run:
         self.load_weights(model)
         return model.eval()
 
+    @property
+    def history(self) -> History:
+        """The weights kept through training (empty for runs trained before it existed or imported)."""
+        return History(self.path)
+
+    def model_at(self, step: int | None) -> Transformer:
+        """A model in eval mode with the weights of a kept step; None or the checkpoint's step gives the
+        latest (float32) weights. RunError names a missing or damaged history file."""
+        if step is None or step == self.weights_step():
+            return self.load_model()
+        model = Transformer(self.config.model)
+        self.history.load_into(model, step)
+        return model.eval()
+
     # -- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self, model: Transformer, train_state: dict[str, torch.Tensor], step: int,
                         elapsed: float, status: str = "running", message: str = "") -> None:
@@ -259,7 +276,7 @@ class Run:
         """Delete the temp files (.NAME.tmpPID) of writers that died mid-write.
 
         A temp file whose process still lives is left alone: it may be mid-write."""
-        for folder in (self.path, self.path / SNAPSHOTS):
+        for folder in (self.path, self.path / SNAPSHOTS, self.history.folder):
             for tmp in folder.glob(".*.tmp*") if folder.is_dir() else []:
                 pid = tmp.name.rpartition(".tmp")[2]
                 if pid.isdigit() and not _pid_alive(int(pid)):
@@ -330,6 +347,7 @@ class Run:
         for s in self.snapshot_steps():
             if s > step:
                 (self.path / SNAPSHOTS / f"step_{s:07d}.safetensors").unlink(missing_ok=True)
+        self.history.reconcile(step)
 
     # -- attention snapshots -----------------------------------------------------------------
     def save_snapshot(self, step: int, tokens: list[int], snap: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from tinyviz.training.history import HISTORY
 from tinyviz.training.runs import (
     CONFIG,
     METRICS,
@@ -30,7 +31,7 @@ MAX_IMPORT_BYTES = 500_000_000  # all files of an imported run together, uncompr
 MAX_IMPORT_ENTRIES = 2000
 MAX_COMPRESSION_RATIO = 200  # JSON and weights compress far less; more than this is a zip bomb
 _IMPORT_FILES = {CONFIG, TOKENIZER, MODEL, TRAIN_STATE, STATE, METRICS}
-_SNAPSHOT_NAME = re.compile(r"^snapshots/step_\d{7}\.safetensors$")
+_SNAPSHOT_NAME = re.compile(r"^(snapshots|history)/step_\d{7}\.safetensors$|^history/index\.json$")
 _JUNK = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}  # what zip tools add; skipped, never extracted
 
 
@@ -53,13 +54,13 @@ def _import_member_name(info, prefix: str) -> str | None:
         return None
     name = raw[len(prefix):] if prefix and raw.startswith(prefix) else raw
     if info.is_dir():
-        if name.rstrip("/") in ("", SNAPSHOTS):
+        if name.rstrip("/") in ("", SNAPSHOTS, HISTORY):
             return None
     elif name in _IMPORT_FILES or _SNAPSHOT_NAME.match(name):
         return name
     allowed = ", ".join(sorted(_IMPORT_FILES))
     raise RunError(f"the zip holds {raw!r}, which is not part of a tinyviz run (allowed: {allowed}, "
-                   "snapshots/step_NNNNNNN.safetensors); weights load only from safetensors, so nothing "
+                   "snapshots/ and history/step_NNNNNNN.safetensors, history/index.json); weights load only from safetensors, so nothing "
                    "was imported.")
 
 

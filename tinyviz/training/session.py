@@ -22,6 +22,7 @@ from tinyviz.config import RunConfig, SampleConfig
 from tinyviz.data import corpora
 from tinyviz.data.text import TokenData, build_tokenizer, load_corpus
 from tinyviz.model.sampling import generate
+from tinyviz.training.history import schedule
 from tinyviz.training.runs import METRICS, Run, RunError
 from tinyviz.training.trainer import NonFiniteLoss, StepMetrics, Trainer
 
@@ -48,6 +49,7 @@ class TrainingSession:
         self.run, self.trainer, self.probe_ids, self.tokenizer = run, trainer, probe_ids, tokenizer
         self.status = "ready"  # ready | running | done | stopped | failed
         self.message = ""
+        self.keep_steps = set(schedule(run.config.train))
 
     @classmethod
     def start(cls, cfg: RunConfig, out: Path, overwrite: bool = False) -> TrainingSession:
@@ -64,6 +66,7 @@ class TrainingSession:
         run = Run.create(out, cfg, tokenizer, meta=meta, overwrite=overwrite)
         session = cls(run, Trainer(cfg.model, cfg.train, data), _probe_ids(tokenizer, probe, cfg), tokenizer)
         session._snapshot()
+        session._keep()
         session._checkpoint("ready")
         return session
 
@@ -135,6 +138,12 @@ class TrainingSession:
                 on_snapshot(self.step)
         if cfg.sample_interval and self.step % cfg.sample_interval == 0:
             m.extra["sample"] = self.preview()
+        self._keep()
+
+    def _keep(self) -> None:
+        """Save this step's weights to the run's history when the schedule keeps it."""
+        if self.step in self.keep_steps:
+            self.run.history.save(self.step, self.trainer.model, self.run.config.train.history_dtype)
 
     def _snapshot(self) -> float:
         model = self.trainer.model
