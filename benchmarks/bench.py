@@ -103,7 +103,7 @@ def matmul_peak(quick: bool) -> dict:
         best = None
         for n in sizes:
             a, b = torch.randn(n, n, dtype=getattr(torch, dtype)), torch.randn(n, n, dtype=getattr(torch, dtype))
-            ts = repeat(lambda: a @ b, 1 if not native else (3 if quick else 8), warmup=0 if not native else 1)
+            ts = repeat(lambda a=a, b=b: a @ b, 1 if not native else (3 if quick else 8), warmup=0 if not native else 1)
             g = [2 * n**3 / t / 1e9 for t in ts]
             if best is None or max(g) > best["peak"]:
                 best = {"size": n, "gflops": summary(g), "peak": max(g), "native": native}
@@ -290,7 +290,8 @@ def bench_memory(args, tmp: Path, presets: list[str]) -> dict:
     steps = 2 if args.quick else 3  # the peak comes with the first step (activations, grads, AdamW state)
     out = {} if args.quick else {"python+torch": _child(["--child-baseline"])}
     for name in presets:
-        out[f"train {name}"] = _child(["--child-train", name, "--child-steps", str(steps)] + (["--quick"] if args.quick else []))
+        quick = ["--quick"] if args.quick else []
+        out[f"train {name}"] = _child(["--child-train", name, "--child-steps", str(steps), *quick])
     # the app's process is measured by benchmarks.memprobe, in a child that imports what the app imports
     out["app with demo run"] = _child([str(demo_run(args, tmp))], module="benchmarks.memprobe")
     return out
@@ -300,8 +301,9 @@ def bench_memory(args, tmp: Path, presets: list[str]) -> dict:
 
 def machine() -> dict:
     try:
-        model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-        flags = next(l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags"))
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next(l.split(":", 1)[1].strip() for l in cpuinfo if l.startswith("model name"))
+        flags = next(l.split(":", 1)[1].split() for l in cpuinfo if l.startswith("flags"))
     except (OSError, StopIteration):
         model, flags = platform.processor(), []
     return {"cpu": model, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
@@ -335,9 +337,11 @@ def report(res: dict) -> str:
                   f"{fmt(c['probe_snapshot_s'], 1e3)} ms; patterns only {fmt(c['attention_patterns_s'], 1e3)} ms",
               f"generate {g['new_tokens']} tokens: cached {fmt(g['cached'], 1e3, 0)} ms, uncached "
               f"{fmt(g['uncached'], 1e3, 0)} ms, speed-up {fmt(g['speedup'], 1, 2)}x, per token "
-              f"{g['per_token_ms']['cached']:.2f} / {g['per_token_ms']['uncached']:.2f} ms, same text: {g['same_text']}"]
+              f"{g['per_token_ms']['cached']:.2f} / {g['per_token_ms']['uncached']:.2f} ms, "
+              f"same text: {g['same_text']}"]
     i = res["interaction"]
-    lines += [f"head click -> figures: {fmt(i['head_click_s'], 1e3, 0)} ms (1 thread: {fmt(i['head_click_s_1thread'], 1e3, 0)}); "
+    lines += [f"head click -> figures: {fmt(i['head_click_s'], 1e3, 0)} ms "
+              f"(1 thread: {fmt(i['head_click_s_1thread'], 1e3, 0)}); "
               f"temperature change -> {i['new_tokens']}-token sample: {fmt(i['temperature_change_s'], 1e3, 0)} ms "
               f"(1 thread: {fmt(i['temperature_change_s_1thread'], 1e3, 0)})"]
     lines += ["", "peak RSS MB: " + ", ".join(
@@ -356,7 +360,8 @@ def main(argv=None) -> int:
     p.add_argument("--calls", type=int, default=None, help="training steps per mode per round")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 leaves torch's default)")
     p.add_argument("--demo", default="checkpoints/demo")
-    p.add_argument("--skip", default="", help="comma-separated sections to skip: training,inspection,interaction,memory")
+    p.add_argument("--skip", default="",
+                   help="comma-separated sections to skip: training,inspection,interaction,memory")
     p.add_argument("--child-train"), p.add_argument("--child-steps", type=int, default=10)
     p.add_argument("--child-baseline", action="store_true")
     args = p.parse_args(argv)

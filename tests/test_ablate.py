@@ -108,7 +108,8 @@ def test_writes_runs_curves_figure_and_summary(tying):
         assert (out / f).is_file(), f
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
         "tied-seed0", "tied-seed1", "untied-seed0", "untied-seed1"]
-    rows = list(csv.DictReader(open(out / "curves.csv")))
+    with open(out / "curves.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     assert len(rows) == 4 * 6 and rows[0].keys() == {"step", "arm", "seed", "loss", "val_loss"}
     assert tying.verdict[0] in ("reproduced", "partly", "not reproduced")
 

@@ -237,4 +237,5 @@ def test_pages_live_outside_a_pages_folder():
     assert not (ROOT / "pages").exists(), "move page files to app_pages/ and register them in tinyviz/app/page.PAGES"
     from tinyviz.app import page
 
-    assert sorted(p for p, _, _ in page.PAGES.values()) == sorted(f"app_pages/{f.name}" for f in (ROOT / "app_pages").glob("*.py"))
+    files = sorted(f"app_pages/{f.name}" for f in (ROOT / "app_pages").glob("*.py"))
+    assert sorted(p for p, _, _ in page.PAGES.values()) == files

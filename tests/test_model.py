@@ -100,9 +100,9 @@ def test_hooks_are_removed_even_when_the_forward_fails():
 
 
 def test_unknown_hook_name_is_an_error():
-    with pytest.raises(ValueError, match="no hook point named"):
-        with make().hooks([("blocks.9.attn.hook_z", lambda x, n: None)]):
-            pass
+    hooks = [("blocks.9.attn.hook_z", lambda x, n: None)]
+    with pytest.raises(ValueError, match="no hook point named"), make().hooks(hooks):
+        pass
 
 
 @pytest.mark.parametrize("kw", [{}, dict(n_kv_heads=2), dict(attn_scale=False), dict(causal=False)])
@@ -256,6 +256,7 @@ def test_invalid_model_configs_name_the_field(kw, field):
 
 
 def test_import_tinyviz_does_not_import_streamlit():
-    code = ("import sys, tinyviz, tinyviz.cli, tinyviz.training.session, tinyviz.analysis.probes, tinyviz.model.sampling, tinyviz.training.runs;"
+    code = ("import sys, tinyviz, tinyviz.cli, tinyviz.training.session, tinyviz.analysis.probes, "
+            "tinyviz.model.sampling, tinyviz.training.runs;"
             "assert 'streamlit' not in sys.modules, 'streamlit imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

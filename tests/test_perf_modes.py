@@ -69,7 +69,8 @@ def test_generation_past_the_context_is_the_same_with_and_without_the_cache():
     torch.manual_seed(0)
     model = Transformer(ModelConfig(d_vocab=tok.vocab_size, n_layers=2, d_model=64, n_ctx=32)).eval()
     for cfg in (SampleConfig(max_new_tokens=120, temperature=0), SampleConfig(max_new_tokens=120, seed=4)):
-        cached, plain = generate(model, tok, "abc", cfg, use_cache=True), generate(model, tok, "abc", cfg, use_cache=False)
+        cached = generate(model, tok, "abc", cfg, use_cache=True)
+        plain = generate(model, tok, "abc", cfg, use_cache=False)
         assert cached.text == plain.text and len(cached.steps) == 120
         assert [s.prob for s in cached.steps] == pytest.approx([s.prob for s in plain.steps], abs=1e-5)
 

@@ -78,7 +78,8 @@ def test_top_k_and_top_p_restrict_the_distribution():
     assert (p > 0).sum() == 1  # the top token alone holds ~64 %
     p = next_token_probs(logits, SampleConfig(top_p=0.9))
     assert (p > 0).sum() == 3 and p.sum().item() == pytest.approx(1.0)
-    cold, hot = next_token_probs(logits, SampleConfig(temperature=0.5)), next_token_probs(logits, SampleConfig(temperature=2))
+    cold = next_token_probs(logits, SampleConfig(temperature=0.5))
+    hot = next_token_probs(logits, SampleConfig(temperature=2))
     assert cold[0] > hot[0]
 
 

@@ -76,7 +76,8 @@ def test_stop_request_saves_and_reports(tiny_cfg, tmp_path):
 
 
 def test_nan_keeps_the_last_good_weights_and_says_why(tiny_cfg, tmp_path):
-    session = TrainingSession.start(apply_overrides(tiny_cfg, ["lr=1e4", "grad_clip=0", "warmup_steps=0"]), tmp_path / "r")
+    cfg = apply_overrides(tiny_cfg, ["lr=1e4", "grad_clip=0", "warmup_steps=0"])
+    session = TrainingSession.start(cfg, tmp_path / "r")
     status = session.train()
     run = Run.open(tmp_path / "r")
     if status == "done":  # this seed happened to survive lr=1e4: force a NaN instead

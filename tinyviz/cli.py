@@ -155,7 +155,8 @@ def cmd_runs(args) -> int:
 
     runs = list_runs(Path(args.root))
     if not runs:
-        print(f"no runs under {args.root}/; train one with `python -m tinyviz train --preset micro --out {args.root}/first`")
+        print(f"no runs under {args.root}/; train one with "
+              f"`python -m tinyviz train --preset micro --out {args.root}/first`")
         return 0
     print(f"{'name':<24} {'step':>11} {'loss':>7} {'val':>7}  {'status':<8} model / corpus")
     for run in runs:

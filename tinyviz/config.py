@@ -183,7 +183,8 @@ class DataConfig(_Serializable):
 
     def __post_init__(self):
         if not isinstance(self.corpus, str) or not self.corpus.strip():
-            raise ValueError("corpus is empty; give a built-in corpus name (e.g. 'tinytales') or a path to a .txt file.")
+            raise ValueError("corpus is empty; give a built-in corpus name (e.g. 'tinytales') "
+                             "or a path to a .txt file.")
         _check_positive(self, "corpus_chars")
         _check_choice(self, "tokenizer")
         if not 300 <= self.bpe_vocab_size <= 8192:

@@ -1,6 +1,7 @@
 """The app in a real browser: what a person clicks. Screenshots go to test-artifacts/."""
 
 import time
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Error as PlaywrightError
@@ -87,7 +88,8 @@ def test_train_live_loss_updates_then_stop(page, app_url):
     page.locator('[class*="st-key-train_stop_"]:not([data-stale="true"])').get_by_role("button").first.click()
     page.get_by_text("stopped by request", exact=False).wait_for(timeout=120_000)
     assert "of 20000" in page.locator('[data-testid="stProgress"]').first.text_content()
-    assert page.locator('[class*="st-key-train_resume_"]:not([data-stale="true"])').get_by_role("button").first.is_visible()
+    resume = page.locator('[class*="st-key-train_resume_"]:not([data-stale="true"])').get_by_role("button")
+    assert resume.first.is_visible()
     settle(page)
     shot(page, "train-stopped")
 
@@ -145,7 +147,7 @@ def test_png_export_button_downloads_a_png(page, app_url):
     open_page(page, app_url, "heads", "Heads")
     with page.expect_download(timeout=90_000) as download:
         button(page, "export_heads_big_png").click()
-    data = open(download.value.path(), "rb").read()
+    data = Path(download.value.path()).read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     assert download.value.suggested_filename.endswith(".png")
     (ARTIFACTS / "exported-head.png").write_bytes(data)

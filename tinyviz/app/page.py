@@ -15,12 +15,16 @@ from tinyviz.training.runs import Run
 HOME = "app_pages/home.py"
 PAGES = {  # title -> (file, icon, what it is for)
     "Home": (HOME, ":material/home:", "what tinyviz is and the current run"),
-    "Train": ("app_pages/train.py", ":material/model_training:", "train a model live: loss, gradients, health, samples"),
-    "Heads": ("app_pages/heads.py", ":material/grid_view:", "click any head to see its attention; replay how it formed"),
+    "Train": ("app_pages/train.py", ":material/model_training:",
+              "train a model live: loss, gradients, health, samples"),
+    "Heads": ("app_pages/heads.py", ":material/grid_view:",
+              "click any head to see its attention; replay how it formed"),
     "Predictions": ("app_pages/predictions.py", ":material/format_list_numbered:",
                     "top-k next tokens, per-token loss and the logit lens"),
-    "Sample": ("app_pages/sample.py", ":material/edit_note:", "generate text with temperature, top-k, top-p and a seed"),
-    "Compare": ("app_pages/compare.py", ":material/compare_arrows:", "overlay runs, diff configs, launch an A/B ablation"),
+    "Sample": ("app_pages/sample.py", ":material/edit_note:",
+               "generate text with temperature, top-k, top-p and a seed"),
+    "Compare": ("app_pages/compare.py", ":material/compare_arrows:",
+                "overlay runs, diff configs, launch an A/B ablation"),
 }
 
 

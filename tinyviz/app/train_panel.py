@@ -84,15 +84,16 @@ def _controls(run_id: str, view: dict) -> None:
     c1.markdown(f"### {STATUS_ICONS.get(view['status'], '')} {name} · {status}")
     with c2:
         if view["alive"]:
-            st.button("Stop", key=control_key("stop", run_id), icon=":material/stop:", type="primary", on_click=_on_stop,
-                      args=(run_id,), help="stop after this step and save a checkpoint")
-        elif view["status"] in ("stopped", "ready", "failed") and view["step"] < view["total"]:
-            if st.button("Resume", key=control_key("resume", run_id), icon=":material/play_arrow:"):
-                try:
-                    registry().resume(run_id)
-                except (RegistryFull, RunError, ValueError) as e:
-                    state.put(state.TRAIN_MSG, ("error", widgets.sentence(e)))
-                st.rerun(scope="app")
+            st.button("Stop", key=control_key("stop", run_id), icon=":material/stop:", type="primary",
+                      on_click=_on_stop, args=(run_id,), help="stop after this step and save a checkpoint")
+            return
+        resumable = view["status"] in ("stopped", "ready", "failed") and view["step"] < view["total"]
+        if resumable and st.button("Resume", key=control_key("resume", run_id), icon=":material/play_arrow:"):
+            try:
+                registry().resume(run_id)
+            except (RegistryFull, RunError, ValueError) as e:
+                state.put(state.TRAIN_MSG, ("error", widgets.sentence(e)))
+            st.rerun(scope="app")
 
 
 def _progress(view: dict) -> None:

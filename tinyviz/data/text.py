@@ -12,7 +12,6 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -195,7 +194,7 @@ class BPETokenizer:
             raise ValueError(f"the BPE tokenizer JSON is damaged ({e}); retrain or re-save the run.") from e
 
 
-AnyTokenizer = Union[CharTokenizer, BPETokenizer]
+AnyTokenizer = CharTokenizer | BPETokenizer
 _TOKENIZERS = {cls.kind: cls for cls in (CharTokenizer, BPETokenizer)}
 
 
@@ -285,8 +284,8 @@ def load_text(path) -> str:
         raise CorpusError(f"{source} is a folder, not a file; give the path to a .txt file.")
     size = p.stat().st_size
     if size > MAX_CORPUS_BYTES:
-        raise CorpusError(f"{source} is {_megabytes(size)} ({size:,} bytes), over the {_megabytes(MAX_CORPUS_BYTES)} limit "
-                          f"for a corpus; use a smaller file or cut it down.")
+        raise CorpusError(f"{source} is {_megabytes(size)} ({size:,} bytes), over the "
+                          f"{_megabytes(MAX_CORPUS_BYTES)} limit for a corpus; use a smaller file or cut it down.")
     try:
         data = p.read_bytes()
     except OSError as e:

@@ -101,7 +101,8 @@ def _verdict_init(s):
     near_80 = 40 <= p.loss_1.mean <= 160
     gap = _differ(g, p) > 0
     return _label([near_80, gap]), (
-        f"pytorch_default starts at {_f(p.loss_1.mean)} (gpt {_f(g.loss_1.mean)}; 'near 80' {'holds' if near_80 else 'fails'}); "
+        f"pytorch_default starts at {_f(p.loss_1.mean)} (gpt {_f(g.loss_1.mean)}; "
+        f"'near 80' {'holds' if near_80 else 'fails'}); "
         f"final {_f(p.final.mean)} vs gpt {_f(g.final.mean)} ({'a gap remains' if gap else 'no clear gap'}).")
 
 
@@ -238,7 +239,8 @@ ABLATIONS: dict[str, Ablation] = {a.name: a for a in [
     Ablation(
         "mlp", "(No claim in the seeds; the usual one.) At matched parameter count SwiGLU beats GELU, which beats "
                "ReLU.",
-        (Arm("gelu"), Arm("relu", {"mlp": "relu"}), Arm("swiglu", {"mlp": "swiglu", "d_ff": lambda b: swiglu_d_ff(b.model.d_model, b.model.ff_size)})),
+        (Arm("gelu"), Arm("relu", {"mlp": "relu"}),
+         Arm("swiglu", {"mlp": "swiglu", "d_ff": lambda b: swiglu_d_ff(b.model.d_model, b.model.ff_size)})),
         _verdict_mlp,
         "two parts: swiglu clearly below both; gelu clearly below relu. Both: reproduced; one: partly.",
         note=f"swiglu has three matrices, so it uses d_ff = round(d_ff (2 d_model + 1) / (3 d_model + 2)) "

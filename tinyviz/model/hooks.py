@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable
-from typing import Union
 
 import torch
 from torch import nn
 
 # fn(activation, hook_name) -> replacement activation, or None to leave it unchanged
 HookFn = Callable[[torch.Tensor, str], torch.Tensor | None]
-NameFilter = Union[None, str, Iterable[str], Callable[[str], bool]]
+NameFilter = None | str | Iterable[str] | Callable[[str], bool]
 
 
 class HookPoint(nn.Module):

@@ -74,9 +74,10 @@ def encode_prompt(tokenizer, prompt: str, n_ctx: int, room: int = 1) -> tuple[li
 
 
 @torch.no_grad()
-def generate(model: Transformer, tokenizer, prompt: str, cfg: SampleConfig = SampleConfig(),
+def generate(model: Transformer, tokenizer, prompt: str, cfg: SampleConfig | None = None,
              use_cache: bool = True) -> SampleResult:
-    """Continue prompt by cfg.max_new_tokens tokens."""
+    """Continue prompt by cfg.max_new_tokens tokens (cfg None: SampleConfig's defaults)."""
+    cfg = cfg if cfg is not None else SampleConfig()
     vocab = model.cfg.d_vocab
     if cfg.top_k > vocab:
         raise ValueError(f"top_k={cfg.top_k} is larger than the vocabulary ({vocab} tokens); use 0 (off) to {vocab}.")

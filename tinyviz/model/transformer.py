@@ -235,7 +235,8 @@ class Transformer(HookedRootModule):
         B, T = tokens.shape
         offset = kv_cache.pos if kv_cache is not None else 0
         if offset + T > self.cfg.n_ctx:
-            raise ValueError(f"{offset + T} positions do not fit the context of n_ctx={self.cfg.n_ctx}; crop the input.")
+            raise ValueError(f"{offset + T} positions do not fit the context of n_ctx={self.cfg.n_ctx}; "
+                             "crop the input.")
         x = self.hook_embed(self.W_E(tokens))  # [B, T, d_model]
         if self.W_pos is not None:
             x = x + self.hook_pos_embed(self.W_pos.weight[offset : offset + T])

@@ -125,7 +125,8 @@ def check_run_name(name: str) -> str:
     """A run name that is a single safe folder name, or RunError."""
     if not isinstance(name, str) or not _NAME_OK.fullmatch(name):  # fullmatch: "$" alone lets "x\n" through
         raise RunError(
-            f"run name {name!r} is not allowed; use 1-80 letters, digits, '.', '_' or '-', starting with a letter or digit."
+            f"run name {name!r} is not allowed; use 1-80 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit."
         )
     return name
 
@@ -391,7 +392,8 @@ class Run:
             "step": self.weights_step(), "steps": self.config.train.steps,
             "loss": metrics[-1]["loss"] if metrics else None, "val_loss": vals[-1] if vals else None,
             "status": self.state().get("status", "new"), "corpus": self.config.data.corpus,
-            "model": f"{m.n_layers}L {m.n_heads}H d{m.d_model} ctx{m.n_ctx} {m.pos_emb} {m.norm_position}-{m.norm} {m.mlp}",
+            "model": (f"{m.n_layers}L {m.n_heads}H d{m.d_model} ctx{m.n_ctx} "
+                      f"{m.pos_emb} {m.norm_position}-{m.norm} {m.mlp}"),
         }
 
 

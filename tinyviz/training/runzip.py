@@ -60,8 +60,8 @@ def _import_member_name(info, prefix: str) -> str | None:
         return name
     allowed = ", ".join(sorted(_IMPORT_FILES))
     raise RunError(f"the zip holds {raw!r}, which is not part of a tinyviz run (allowed: {allowed}, "
-                   "snapshots/ and history/step_NNNNNNN.safetensors, history/index.json); weights load only from safetensors, so nothing "
-                   "was imported.")
+                   "snapshots/ and history/step_NNNNNNN.safetensors, history/index.json); "
+                   "weights load only from safetensors, so nothing was imported.")
 
 
 def import_run_zip(source, root: Path, name: str | None = None, *, fallback_name: str = "imported-run",
@@ -116,8 +116,9 @@ def import_run_zip(source, root: Path, name: str | None = None, *, fallback_name
                 raise RunError(f"the zip unpacks to more than {MAX_IMPORT_BYTES / 1e6:g} MB, more than a tiny "
                                "run needs; it was not imported.")
             if info.file_size > 1_000_000 and info.file_size > MAX_COMPRESSION_RATIO * max(1, info.compress_size):
-                raise RunError(f"the zip entry {info.filename!r} expands {info.file_size // max(1, info.compress_size)} "
-                               "times, which is what a zip bomb does; it was not imported.")
+                ratio = info.file_size // max(1, info.compress_size)
+                raise RunError(f"the zip entry {info.filename!r} expands {ratio} times, which is what a zip bomb "
+                               "does; it was not imported.")
         if CONFIG not in names:
             raise RunError("the zip has no config.json, so it is not a tinyviz run; export the run folder as a zip.")
         name = check_run_name(name or (prefix.rstrip("/") if prefix else fallback_name))
@@ -150,7 +151,8 @@ def import_run_zip(source, root: Path, name: str | None = None, *, fallback_name
                 run.load_model()
             os.replace(tmp, target)
         except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as e:
-            raise RunError(f"the zip is damaged or encrypted ({str(e)[:80]}); export the run again and retry.") from None
+            raise RunError(f"the zip is damaged or encrypted ({str(e)[:80]}); "
+                           "export the run again and retry.") from None
         except OSError as e:
             raise _write_error(target, e) from None
         finally:

@@ -156,7 +156,8 @@ class TrainingSession:
     def preview(self, n_tokens: int = 80) -> str:
         """A short greedy continuation of the probe prompt's start, to see what the model writes."""
         start = self.tokenizer.decode(self.probe_ids[: max(1, len(self.probe_ids) // 4)])
-        result = generate(self.trainer.model, self.tokenizer, start, SampleConfig(max_new_tokens=n_tokens, temperature=0))
+        greedy = SampleConfig(max_new_tokens=n_tokens, temperature=0)
+        result = generate(self.trainer.model, self.tokenizer, start, greedy)
         return start + result.text
 
     def _checkpoint(self, status: str, message: str = "") -> None:

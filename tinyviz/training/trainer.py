@@ -192,7 +192,8 @@ class Trainer:
         names = {id(p): n for n, p in self.model.named_parameters()}
         for p, st in self.optimizer.state.items():
             for key, value in st.items():
-                out[f"opt.{names[id(p)]}.{key}"] = value.detach().cpu().reshape(-1) if key == "step" else value.detach().cpu()
+                value = value.detach().cpu()
+                out[f"opt.{names[id(p)]}.{key}"] = value.reshape(-1) if key == "step" else value
         return out
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], step: int, elapsed: float) -> None:
@@ -201,7 +202,10 @@ class Trainer:
         self.gen.set_state(tensors["rng.data"])
         params = dict(self.model.named_parameters())
         for name, p in params.items():
-            keys = {k.rsplit(".", 1)[1]: v for k, v in tensors.items() if k.startswith(f"opt.{name}.") and k.count(".") == name.count(".") + 2}
+            # the dot count keeps out the state of a parameter whose name only starts with this one's
+            prefix, depth = f"opt.{name}.", name.count(".") + 2
+            keys = {k.rsplit(".", 1)[1]: v for k, v in tensors.items()
+                    if k.startswith(prefix) and k.count(".") == depth}
             if keys:
                 self.optimizer.state[p] = {
                     k: (v.reshape(()) if k == "step" else v).to(self.device) for k, v in keys.items()
