@@ -1,4 +1,4 @@
-"""python -m tinyviz train | sample | heads | ablate | sweep | runs
+"""python -m tinyviz train | sample | heads | ablate | sweep | runs | import | export-hf
 
 Bad input ends in one sentence on stderr and exit code 2, never a traceback.
 """
@@ -251,6 +251,27 @@ def _executor_args(p) -> None:
     p.add_argument("--workers", type=int, default=None, help="local worker processes (default min(2, cores))")
     p.add_argument("--gpus-per-run", type=float, default=1.0,
                    help="GPUs each device=cuda run asks Ray for; a fraction packs runs on one GPU (default 1)")
+def cmd_import(args) -> int:
+    from tinyviz.training.importer import import_model
+
+    res = import_model(Path(args.source), Path(args.out), args.tokenizer, overwrite=args.overwrite)
+    m = res.run.config.model
+    print(f"imported {res.kind} model: {res.n_params:,} parameters, {m.n_layers} layers x {m.n_heads} heads, "
+          f"d_model {m.d_model}, vocab {m.d_vocab}, context {m.n_ctx} -> {res.run.path}", file=sys.stderr)
+    for note in res.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
+def cmd_export_hf(args) -> int:
+    from tinyviz.training.importer import export_hf
+    from tinyviz.training.runs import Run
+
+    run = Run.open(Path(args.run))
+    files = export_hf(run, Path(args.out))
+    print(f"wrote {', '.join(files)} to {args.out}; load it with "
+          f"transformers.AutoModelForCausalLM.from_pretrained({str(args.out)!r})", file=sys.stderr)
+    return 0
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -308,6 +329,19 @@ def make_parser() -> argparse.ArgumentParser:
     w.add_argument("--no-images", action="store_true", help="skip the PNG/SVG figure (HTML is always written)")
     _executor_args(w)
     w.set_defaults(func=cmd_sweep)
+
+    i = sub.add_parser("import", help="turn a nanoGPT ckpt.pt, a llama2.c .bin or a Hugging Face folder into a run")
+    i.add_argument("source", help="ckpt.pt (or its out_dir), a llama2.c model .bin, or a GPT-2/Llama HF folder")
+    i.add_argument("--out", required=True, help="the run folder to write, e.g. checkpoints/stories15M")
+    i.add_argument("--tokenizer", default=None,
+                   help="tokenizer.json, meta.pkl or llama2.c tokenizer.bin (default: the one beside the model)")
+    i.add_argument("--overwrite", action="store_true", help="replace files already in --out")
+    i.set_defaults(func=cmd_import)
+
+    e = sub.add_parser("export-hf", help="write a run as a Hugging Face GPT-2 or Llama folder")
+    e.add_argument("run", help="the run folder, e.g. checkpoints/my-run")
+    e.add_argument("--out", required=True, help="an empty folder to write config.json and model.safetensors to")
+    e.set_defaults(func=cmd_export_hf)
 
     r = sub.add_parser("runs", help="list the runs under checkpoints/")
     r.add_argument("--root", default="checkpoints")

@@ -16,7 +16,7 @@ CHOICES = {
     "pos_emb": ("learned", "sinusoidal", "rope", "none"),
     "norm": ("layernorm", "rmsnorm", "none"),
     "norm_position": ("pre", "post"),
-    "mlp": ("relu", "gelu", "swiglu"),
+    "mlp": ("relu", "gelu", "gelu_tanh", "swiglu"),
     "init": ("gpt", "pytorch_default"),
     "tokenizer": ("char", "bpe"),
     "device": ("cpu", "auto", "cuda", "mps"),
@@ -82,6 +82,7 @@ class ModelConfig(_Serializable):
     causal: bool = True
     attn_scale: bool = True
     rope_base: float = 10000.0
+    norm_eps: float = 1e-5  # the epsilon of LayerNorm / RMSNorm (GPT-2 and llama2.c: 1e-5; Llama 3: 1e-5 or 1e-6)
 
     def __post_init__(self):
         _check_positive(self, "n_layers", "n_heads", "d_model", "n_ctx")
@@ -105,6 +106,8 @@ class ModelConfig(_Serializable):
             raise ValueError(f"dropout={self.dropout} must be in [0, 1).")
         if self.rope_base <= 1:
             raise ValueError(f"rope_base={self.rope_base} must be greater than 1.")
+        if not (0 < self.norm_eps < 1 and math.isfinite(self.norm_eps)):
+            raise ValueError(f"norm_eps={self.norm_eps} must be a small positive number, e.g. 1e-5.")
 
     @property
     def d_head(self) -> int:

@@ -198,7 +198,16 @@ AnyTokenizer = CharTokenizer | BPETokenizer
 _TOKENIZERS = {cls.kind: cls for cls in (CharTokenizer, BPETokenizer)}
 
 
+def _register_foreign() -> None:
+    """Add the tokenizers of imported models (tinyviz/data/foreign.py imports this module, hence lazily)."""
+    if "llama2c" not in _TOKENIZERS:
+        from tinyviz.data.foreign import HFTokenizer, Llama2cTokenizer
+
+        _TOKENIZERS.update({cls.kind: cls for cls in (Llama2cTokenizer, HFTokenizer)})
+
+
 def _parse_json(s: str, kind: str | None = None) -> dict:
+    _register_foreign()
     try:
         d = json.loads(s)
     except (TypeError, ValueError) as e:

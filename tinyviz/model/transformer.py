@@ -71,9 +71,9 @@ def embedding_init_std(cfg: ModelConfig) -> float:
 
 def make_norm(cfg: ModelConfig) -> nn.Module:
     if cfg.norm == "layernorm":
-        return nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias)
     if cfg.norm == "rmsnorm":
-        return nn.RMSNorm(cfg.d_model, eps=1e-5)
+        return nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
     return nn.Identity()
 
 
@@ -137,7 +137,9 @@ class MLP(nn.Module):
         super().__init__()
         self.W_in = nn.Linear(cfg.d_model, cfg.ff_size, bias=cfg.bias)
         self.W_gate = nn.Linear(cfg.d_model, cfg.ff_size, bias=cfg.bias) if cfg.mlp == "swiglu" else None
-        self.act = {"relu": nn.ReLU(), "gelu": nn.GELU(), "swiglu": nn.SiLU()}[cfg.mlp]
+        # gelu is the exact erf form (nanoGPT, BERT); gelu_tanh the tanh approximation (GPT-2's "gelu_new")
+        self.act = {"relu": nn.ReLU(), "gelu": nn.GELU(), "gelu_tanh": nn.GELU(approximate="tanh"),
+                    "swiglu": nn.SiLU()}[cfg.mlp]
         self.W_out = nn.Linear(cfg.ff_size, cfg.d_model, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
         self.hook_pre = HookPoint()  # [B, T, d_ff]
