@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -13,18 +14,31 @@ from tinyviz.config import (
     preset,
 )
 
+README = Path(__file__).resolve().parents[1] / "README.md"
 
-def test_presets_build_and_match_the_seed_configs():
-    lab = preset("lab").model
-    assert (lab.n_layers, lab.n_heads, lab.d_model, lab.ff_size, lab.n_ctx, lab.dropout) == (4, 4, 128, 512, 128, 0.1)
-    assert lab.norm_position == "pre" and lab.tie_embeddings
-    mini = preset("mini-gpt").model
-    assert (mini.n_layers, mini.n_heads, mini.d_model, mini.ff_size) == (5, 8, 128, 512)
-    stories = preset("stories-0.8m")
-    assert (stories.model.n_layers, stories.model.n_heads, stories.model.dropout) == (4, 16, 0.15)
-    assert stories.data.tokenizer == "bpe" and stories.data.bpe_vocab_size == 361 and stories.train.warmup_steps > 0
-    for name in PRESETS:
-        assert preset(name).preset == name
+
+def readme_preset_rows() -> dict[str, list[str]]:
+    """The README's preset table: preset name -> its cells."""
+    text = README.read_text(encoding="utf-8").split("### Presets", 1)[1].split("\n#", 1)[0]
+    rows = [line.strip("|").split("|") for line in text.splitlines() if line.startswith("| `")]
+    return {cells[0].strip().strip("`"): [c.strip() for c in cells[1:]] for cells in rows}
+
+
+def test_every_preset_builds_and_the_readme_table_states_its_shape():
+    # the table is what a person reads to pick a preset: it must say what preset() builds
+    rows = readme_preset_rows()
+    assert set(rows) == set(PRESETS)
+    for name, (shape, widths, n_ctx, notes) in rows.items():
+        cfg = preset(name)
+        assert cfg.preset == name
+        m = cfg.model
+        assert shape == f"{m.n_layers} × {m.n_heads}", name
+        assert widths == f"{m.d_model} / {m.ff_size}", name
+        assert n_ctx == str(m.n_ctx), name
+        if "dropout" in notes:
+            assert f"dropout {m.dropout:g}" in notes, name
+        if "BPE vocab" in notes:
+            assert cfg.data.tokenizer == "bpe" and f"BPE vocab {cfg.data.bpe_vocab_size}" in notes, name
 
 
 def test_round_trip_through_json():

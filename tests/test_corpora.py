@@ -1,7 +1,6 @@
 import functools
 import itertools
 import re
-import time
 from collections import Counter
 
 import pytest
@@ -33,11 +32,11 @@ def is_balanced(s: str) -> bool:
     return depth == 0
 
 
-def test_catalogue():
-    assert corpora.generate.__defaults__ == (300_000, 0)
-    assert "tinytales" in corpora.CORPORA and len(corpora.CORPORA) == 8
+def test_catalogue_descriptions_fit_one_line_and_builtins_are_recognised():
+    # the app lists each corpus with its description in one select box row
     assert all(desc and "\n" not in desc for desc in corpora.CORPORA.values())
-    assert corpora.is_builtin("copy") and not corpora.is_builtin("nope")
+    assert all(corpora.is_builtin(name) for name in corpora.CORPORA)
+    assert not corpora.is_builtin("nope") and not corpora.is_builtin("tinytales.txt")
 
 
 @pytest.mark.parametrize("call", [corpora.generate, corpora.default_prompt])
@@ -59,14 +58,9 @@ def test_size_within_five_percent(name, n_chars):
 
 
 @pytest.mark.parametrize("name", list(corpora.CORPORA))
-def test_generation_time(name):
-    corpora.generate(name, 1000)  # pydoc's first call also imports pydoc_data
-    start = time.perf_counter()
-    text = corpora.generate(name, 300_000)
-    elapsed = time.perf_counter() - start
-    print(f"{name}: {len(text)} chars in {elapsed * 1000:.0f} ms, {len(set(text))} distinct chars")
-    assert elapsed < 2.0
-    assert text.endswith("\n")
+def test_text_ends_with_a_whole_line(name):
+    # no timing here: a wall-clock bound flakes on a busy machine (speed belongs in benchmarks)
+    assert gen(name).endswith("\n")
 
 
 def tinytales_lines(seed: int = 0):
@@ -192,7 +186,6 @@ def test_pydoc_is_ascii_prose():
 @pytest.mark.parametrize("name", list(corpora.CORPORA))
 def test_default_prompt_is_fixed_in_distribution_and_has_repeats(name):
     prompt = corpora.default_prompt(name)
-    assert prompt == corpora.default_prompt(name)
     assert 60 <= len(prompt) <= 100  # the training session snapshots at most 100 tokens of the probe
     assert set(prompt) <= set(gen(name)), set(prompt) - set(gen(name))
     grams = Counter(prompt[i:i + 4] for i in range(len(prompt) - 3))
