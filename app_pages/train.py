@@ -1,13 +1,12 @@
 """Train: configure a run (corpus, tokenizer, preset, every switch), start it, watch it live."""
 
-import dataclasses
 import hashlib
 
 import streamlit as st
 
 from tinyviz.app import config_form, loaders, state, train_panel, widgets
 from tinyviz.app.registry import MAX_CONCURRENT, RegistryFull, registry
-from tinyviz.config import PRESETS, DataConfig, preset
+from tinyviz.config import PRESETS, preset
 from tinyviz.data import corpora
 from tinyviz.data.text import MAX_CORPUS_BYTES, CorpusError, decode_bytes
 from tinyviz.training.runs import RunError, atomic_write, check_run_name
@@ -22,18 +21,25 @@ def _free_name(base: str) -> str:
     return f"{base}-{n}"
 
 
-def _corpus_widgets() -> dict:
-    """The data section's values; an uploaded text is saved under the runs folder so the run can resume."""
+def _corpus_widgets(preset_name: str) -> dict:
+    """The data section's values, each field starting at the preset's value (keyed by the preset, as the
+    model and training fields are); an uploaded text is saved under the runs folder so the run can resume."""
+    base, prefix = preset(preset_name).data, f"cfg_{preset_name}_data"
     state.default(state.TRAIN_SOURCE, BUILTIN)
     source = st.segmented_control("Corpus", [BUILTIN, UPLOAD, PATH], key=state.TRAIN_SOURCE, required=True,
                                   persist_state="session")
     c = st.columns(4)
     data = {}
     if source == BUILTIN:
-        name = c[0].selectbox("Built-in corpus", list(corpora.CORPORA), key="train_corpus", persist_state="session")
-        data["corpus_chars"] = c[1].number_input("Characters", 1_000, 5_000_000, 100_000, step=10_000,
-                                                 key="train_corpus_chars", persist_state="session")
-        data["corpus_seed"] = c[2].number_input("Corpus seed", 0, 10**6, 0, key="train_corpus_seed",
+        names = list(corpora.CORPORA)
+        # the corpus is the person's choice across presets, unless the preset names one itself
+        key = f"{prefix}_corpus" if "corpus" in PRESETS[preset_name]["data"] else "train_corpus"
+        name = c[0].selectbox("Built-in corpus", names, index=names.index(base.corpus) if base.corpus in names else 0,
+                              key=key, persist_state="session")
+        data["corpus_chars"] = c[1].number_input("Characters", 1_000, 5_000_000, base.corpus_chars, step=10_000,
+                                                 key=f"{prefix}_corpus_chars", persist_state="session",
+                                                 help="how much text to generate from the built-in corpus")
+        data["corpus_seed"] = c[2].number_input("Corpus seed", 0, 10**6, base.corpus_seed, key=f"{prefix}_corpus_seed",
                                                 persist_state="session")
         st.caption(corpora.CORPORA[name])
         data["corpus"] = name
@@ -63,10 +69,12 @@ def _corpus_widgets() -> dict:
         data["corpus"] = str(path)
     else:
         data["corpus"] = st.text_input("Path to a .txt file", key="train_corpus_path", persist_state="session")
-    data["tokenizer"] = c[-1].selectbox("Tokenizer", ["char", "bpe"], key="train_tokenizer", persist_state="session")
+    tokenizers = ["char", "bpe"]
+    data["tokenizer"] = c[-1].selectbox("Tokenizer", tokenizers, index=tokenizers.index(base.tokenizer),
+                                        key=f"{prefix}_tokenizer", persist_state="session")
     if data["tokenizer"] == "bpe":
-        data["bpe_vocab_size"] = c[-1].number_input("BPE vocabulary", 300, 8192, 512, step=50, key="train_bpe",
-                                                    persist_state="session")
+        data["bpe_vocab_size"] = c[-1].number_input("BPE vocabulary", 300, 8192, base.bpe_vocab_size, step=50,
+                                                    key=f"{prefix}_bpe", persist_state="session")
     return data
 
 
@@ -89,12 +97,9 @@ with st.expander("New run", expanded=not registry().running(), icon=":material/a
     c1, c2 = st.columns(2)
     preset_name = c1.selectbox("Preset", list(PRESETS), key=state.TRAIN_PRESET, persist_state="session",
                                help="sizes and training settings to start from; change any field below")
-    base = preset(preset_name)
-    if not base.train.sample_interval:  # a preview every eval by default, so the panel shows text as it forms
-        train_cfg = dataclasses.replace(base.train, sample_interval=base.train.eval_interval)
-        base = dataclasses.replace(base, train=train_cfg)
-    data = _corpus_widgets()
+    base = preset(preset_name)  # every field below starts at the preset's value: the CLI's `--preset` config
     prefix = f"cfg_{preset_name}"  # a new preset resets the fields below to its values
+    data = _corpus_widgets(preset_name)
     st.markdown("#### Model")
     model = config_form.model_widgets(base.model, f"{prefix}_model")
     st.markdown("#### Training")
@@ -109,7 +114,7 @@ with st.expander("New run", expanded=not registry().running(), icon=":material/a
     if st.button("Start training", key="train_start", type="primary", icon=":material/play_arrow:",
                  disabled=not data.get("corpus")):
         try:
-            cfg = config_form.build(base, model, train, {**DataConfig().to_dict(), **base.data.to_dict(), **data})
+            cfg = config_form.build(base, model, train, {**base.data.to_dict(), **data})
         except ValueError as e:
             state.put(state.TRAIN_MSG, ("error", widgets.sentence(e)))
         else:

@@ -244,12 +244,15 @@ class RunConfig(_Serializable):
         return out
 
 
-# The seeds' configurations. Each entry overrides the defaults of the three sections.
+# The seeds' configurations. Each entry overrides the defaults of the three sections; the app's
+# Train form starts every field (model, training and data) at the preset's value, so the app and
+# `train --preset P` write the same config.json. sample_interval = eval_interval: a short greedy
+# preview at each evaluation (its own generator: the training's random streams are untouched).
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "micro": {
         "model": dict(n_layers=2, n_heads=4, d_model=64, d_ff=256, n_ctx=64),
         "train": dict(steps=300, batch_size=16, lr=3e-3, warmup_steps=30, eval_interval=50,
-                      snapshot_interval=50, checkpoint_interval=100),
+                      snapshot_interval=50, checkpoint_interval=100, sample_interval=50),
         "data": dict(corpus_chars=100_000),
     },
     # The demo run. Two layers is the smallest model in which an induction head can form; with
@@ -258,22 +261,22 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "induction": {
         "model": dict(n_layers=2, n_heads=2, d_model=64, d_ff=256, n_ctx=128),
         "train": dict(steps=3000, batch_size=32, lr=2e-3, warmup_steps=100, eval_interval=100,
-                      snapshot_interval=100, checkpoint_interval=500),
+                      snapshot_interval=100, checkpoint_interval=500, sample_interval=100),
         "data": dict(corpus_chars=300_000),
     },
     "lab": {
         "model": dict(n_layers=4, n_heads=4, d_model=128, d_ff=512, n_ctx=128, dropout=0.1, mlp="gelu"),
-        "train": dict(steps=2000, batch_size=32, lr=1e-3, warmup_steps=100),
+        "train": dict(steps=2000, batch_size=32, lr=1e-3, warmup_steps=100, sample_interval=100),
         "data": {},
     },
     "mini-gpt": {
         "model": dict(n_layers=5, n_heads=8, d_model=128, d_ff=512, n_ctx=128),
-        "train": dict(steps=2000, batch_size=32, lr=1e-3, warmup_steps=100),
+        "train": dict(steps=2000, batch_size=32, lr=1e-3, warmup_steps=100, sample_interval=100),
         "data": {},
     },
     "stories-0.8m": {
         "model": dict(n_layers=4, n_heads=16, d_model=128, d_ff=512, n_ctx=128, dropout=0.15),
-        "train": dict(steps=2000, batch_size=32, lr=1e-3, warmup_steps=200),
+        "train": dict(steps=2000, batch_size=32, lr=1e-3, warmup_steps=200, sample_interval=100),
         "data": dict(tokenizer="bpe", bpe_vocab_size=361),
     },
 }

@@ -56,9 +56,15 @@ def demo_runs_folder(dest: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def app_url(tmp_path_factory):
+def app_runs(tmp_path_factory) -> Path:
+    """The runs folder the test server reads and writes (TINYVIZ_RUNS)."""
     _require_browser()
-    runs = demo_runs_folder(tmp_path_factory.mktemp("runs"))
+    return demo_runs_folder(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory, app_runs):
+    runs = app_runs
     port = _free_port()
     env = {**os.environ, "TINYVIZ_RUNS": str(runs), "BROWSER_PATH": CHROMIUM}
     with open(tmp_path_factory.mktemp("server") / "streamlit.log", "wb") as log:

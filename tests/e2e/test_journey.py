@@ -1,0 +1,50 @@
+"""The learner's journey (issue 11) in a real browser: the headline preset, live truth, nothing leaves the machine."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .conftest import ROOT
+from .test_browser import button, by_key, open_page, settle, shot
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def pick(page, key: str, option: str) -> None:
+    """Choose an option in a Streamlit selectbox."""
+    page.locator(f"{by_key(key)} input").first.click()
+    page.get_by_role("option", name=option, exact=True).click()
+    settle(page)
+
+
+def fill(page, key: str, value) -> None:
+    box = page.locator(f"{by_key(key)} input").first
+    box.fill(str(value))
+    box.press("Enter")
+    settle(page)
+
+
+def test_induction_preset_in_the_app_writes_the_clis_config(page, app_url, app_runs, tmp_path):
+    open_page(page, app_url)
+    open_page(page, app_url, "train", "Train")
+    pick(page, "train_preset", "induction")
+    # the form shows the preset's data settings, not the form's old defaults
+    assert page.locator(f"{by_key('cfg_induction_data_corpus_chars')} input").input_value() == "300000"
+    fill(page, "cfg_induction_train_steps", 150)  # shortened, as a person could; the CLI gets the same
+    shot(page, "journey-induction-form")
+    button(page, "train_start").click()
+    page.get_by_role("heading", name="induction-tinytales-1", exact=False).first.wait_for(timeout=120_000)
+    cli = tmp_path / "cli"
+    subprocess.run([sys.executable, "-m", "tinyviz", "train", "--preset", "induction", "--set", "steps=150",
+                    "--out", str(cli)], cwd=ROOT, check=True, capture_output=True, timeout=600)
+    app_cfg = json.loads((app_runs / "induction-tinytales-1" / "config.json").read_text())
+    assert app_cfg == json.loads((cli / "config.json").read_text())
+    deadline = time.monotonic() + 300
+    while "done" not in json.loads((app_runs / "induction-tinytales-1" / "state.json").read_text()).get("status", ""):
+        assert time.monotonic() < deadline, "the app's run did not finish"
+        time.sleep(1)
+    settle(page)
+    shot(page, "journey-induction-done")
