@@ -322,6 +322,21 @@ def test_invalid_config_in_the_form_is_an_error(runs_root, registry_cleanup, for
     assert not (runs_root / "r1").exists()
 
 
+def test_a_model_too_big_for_memory_is_refused_at_start(runs_root, registry_cleanup):
+    """Every size within the widgets' maxima, together far beyond memory: a sentence, no run folder."""
+    at = start(train_page(model_n_layers=64, model_d_model=16_384, model_d_ff=65_536))
+    shows_error(at, "training this model needs about", "of memory", "available", "make the model smaller")
+    assert not (runs_root / "r1").exists()
+
+
+def test_the_train_form_widgets_have_maxima(runs_root):
+    """No size, step count or rate can be typed beyond a bound (a 10**12-wide model would overflow)."""
+    at = app("train")
+    no_exception(at)
+    unbounded = [w.key for w in at.number_input if w.key.startswith("cfg_") and not w.proto.has_max]
+    assert unbounded == []
+
+
 def test_rope_with_an_odd_head_size_is_an_error(runs_root, registry_cleanup):
     at = train_page(model_d_model=12, model_n_heads=4)
     at.selectbox(key="cfg_micro_model_pos_emb").set_value("rope").run()

@@ -19,6 +19,13 @@ MODEL_SWITCHES = ("pos_emb", "norm", "norm_position", "mlp", "init", "residual",
 TRAIN_FIELDS = ("steps", "batch_size", "lr", "warmup_steps", "seed", "eval_interval", "snapshot_interval",
                 "sample_interval", "checkpoint_interval", "weight_decay", "grad_clip", "dtype")
 SWITCHES = MODEL_SWITCHES  # what "A/B this run" flips
+# The widgets' upper bounds: far above what trains on a laptop, far below what overflows or hangs
+# the page; whether a config within them fits in memory is checked at Start (tinyviz.resources).
+MAXIMA = {"n_layers": 64, "n_heads": 128, "n_kv_heads": 128, "d_model": 16_384, "d_ff": 65_536, "n_ctx": 16_384,
+          "steps": 10_000_000, "batch_size": 1_000_000, "warmup_steps": 10_000_000, "seed": 2**31 - 1,
+          "eval_interval": 10_000_000, "snapshot_interval": 10_000_000, "sample_interval": 10_000_000,
+          "checkpoint_interval": 10_000_000, "lr": 10.0, "weight_decay": 10.0, "grad_clip": 1e6,
+          "dropout": 0.99}
 HELP = {
     "n_kv_heads": "grouped-query attention; empty = one K/V head per query head",
     "d_ff": "MLP width; empty = 4 x d_model",
@@ -51,14 +58,17 @@ def field_widget(obj, name: str, key: str, container=st) -> Any:
                                    persist_state="session")
     if "bool" in hint:
         return container.checkbox(label, value=value, key=key, help=tip, persist_state="session")
+    top = MAXIMA.get(name)
     if "Optional" in hint or "None" in hint:
-        return container.number_input(label, value=value, min_value=1, step=1, key=key, help=tip,
+        return container.number_input(label, value=value, min_value=1, max_value=top, step=1, key=key, help=tip,
                                       placeholder="default", persist_state="session")
     if "int" in hint:
-        return container.number_input(label, value=int(value), min_value=0, step=1, key=key, help=tip,
-                                      persist_state="session")
-    return container.number_input(label, value=float(value), min_value=0.0, format="%g",
-                                  step=float(value) / 10 if value else 0.01, key=key, help=tip, persist_state="session")
+        return container.number_input(label, value=int(value), min_value=0, max_value=top, step=1, key=key,
+                                      help=tip, persist_state="session")
+    top = None if top is None else float(top)
+    return container.number_input(label, value=float(value), min_value=0.0, max_value=top, format="%g",
+                                  step=float(value) / 10 if value else 0.01, key=key, help=tip,
+                                  persist_state="session")
 
 
 def _grid(obj, names: tuple[str, ...], prefix: str, columns: int) -> dict[str, Any]:

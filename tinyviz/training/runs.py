@@ -32,6 +32,7 @@ from tinyviz import FORMAT_VERSION, __version__
 from tinyviz.config import RunConfig
 from tinyviz.data.text import tokenizer_from_json
 from tinyviz.model.transformer import Transformer
+from tinyviz.resources import ResourceError, check_fits
 from tinyviz.training.history import History
 
 CONFIG, TOKENIZER, MODEL, TRAIN_STATE, STATE, METRICS, SNAPSHOTS = (
@@ -239,8 +240,18 @@ class Run:
                 p.copy_(tensors[n])
         return int(metadata.get("step", 0))
 
+    def check_memory(self) -> None:
+        """RunError unless this run's model fits in memory for loading and inspecting (checked before
+        anything is allocated: a config.json anyone can edit or send may ask for any size)."""
+        try:
+            check_fits(self.config, "inference", label=f"the run {self.name!r}",
+                       advice="open it on a machine with more memory")
+        except ResourceError as e:
+            raise RunError(str(e)) from None
+
     def load_model(self) -> Transformer:
         """A ready model in eval mode with the run's latest weights."""
+        self.check_memory()
         model = Transformer(self.config.model)
         self.load_weights(model)
         return model.eval()

@@ -149,6 +149,8 @@ def import_run_zip(source, root: Path, name: str | None = None, *, fallback_name
             run.tokenizer()
             if run.has_weights():
                 run.load_model()
+            else:
+                run.check_memory()
             os.replace(tmp, target)
         except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as e:
             raise RunError(f"the zip is damaged or encrypted ({str(e)[:80]}); "

@@ -22,6 +22,7 @@ from tinyviz.config import RunConfig, SampleConfig
 from tinyviz.data import corpora
 from tinyviz.data.text import TokenData, build_tokenizer, load_corpus
 from tinyviz.model.sampling import generate
+from tinyviz.resources import check_fits
 from tinyviz.training.history import schedule
 from tinyviz.training.runs import METRICS, Run, RunError
 from tinyviz.training.trainer import NonFiniteLoss, StepMetrics, Trainer
@@ -59,6 +60,7 @@ class TrainingSession:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, d_vocab=max(2, tokenizer.vocab_size)))
         data = TokenData.from_text(text, tokenizer, cfg.data.val_fraction)
         data.check_fits(cfg.model.n_ctx, cfg.train.batch_size)
+        check_fits(cfg, "train")  # before the run folder is created: a refused config leaves nothing behind
         probe = probe_prompt_for(cfg, text)
         # a small corpus may lack some of the default prompt's characters; pages start from this prompt
         probe = "".join(ch for ch in probe if not tokenizer.unknown_chars(ch))

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from tinyviz.config import ModelConfig, TrainConfig
 from tinyviz.data.text import TokenData
 from tinyviz.model.transformer import Transformer
+from tinyviz.resources import check_fits
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class Trainer:
     def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, data: TokenData):
         self.cfg, self.model_cfg, self.data = train_cfg, model_cfg, data
         data.check_fits(model_cfg.n_ctx, train_cfg.batch_size)
+        check_fits(model_cfg, "train", batch_size=train_cfg.batch_size)  # before anything is allocated
         if train_cfg.threads:
             torch.set_num_threads(train_cfg.threads)
         self.device = pick_device(train_cfg.device)
