@@ -42,6 +42,11 @@ def loss_section(runs: list) -> None:
     st.toggle("Log-scale loss", key=state.COMPARE_LOG_Y, persist_state="session")
     metrics = {r.name: loaders.metrics(str(r.path)) for r in runs}
     fig = plots.loss_curves(metrics, log_y=state.get(state.COMPARE_LOG_Y))
+    current = state.get(state.RUN)
+    if current and any(str(r.path) == current for r in runs) and loaders.kept_steps(current):
+        step = loaders.shown_step(current)
+        fig.add_vline(x=step, line_dash="dot", line_color="#555", annotation_text=f"step {step}",
+                      annotation_position="top left")
     widgets.chart(fig, plots.title("loss", *[r.name for r in runs]), key="compare_loss")
 
 
@@ -61,6 +66,10 @@ def heads_section(runs: list) -> None:
     st.subheader("Heads on the same prompt")
     state.default(state.COMPARE_PROMPT, analysis.default_prompt(runs[0], loaders.tokenizer(str(runs[0].path)), 48))
     prompt = st.text_input("Prompt", key=state.COMPARE_PROMPT, persist_state="session")
+    current = state.get(state.RUN)
+    if any(str(r.path) == current for r in runs):
+        st.caption(f"{Path(current).name} at step {loaders.shown_step(current)} (the sidebar's Weights at step); "
+                   "the other runs at their latest weights.")
     for row in range(0, len(runs), 3):
         cols = st.columns(3)
         for col, run in zip(cols, runs[row:row + 3]):
@@ -72,10 +81,11 @@ def heads_section(runs: list) -> None:
                 ids = widgets.encode_or_error(loaders.tokenizer(run_id), prompt, run.config.model.n_ctx)
                 if ids is None or len(ids) < 2:
                     continue
-                patterns = loaders.patterns_on(run_id, ids)
+                step = loaders.shown_step(run_id) if run_id == state.get(state.RUN) else run.weights_step()
+                patterns = loaders.patterns_on(run_id, ids, step)
                 labels = analysis.head_stats(patterns, ids, run.config.model.causal)["labels"]
-                fig = plots.head_grid(patterns, run.name, run.weights_step(), labels)
-                widgets.chart(fig, plots.title(run.name, "all heads", f"step {run.weights_step()}"),
+                fig = plots.head_grid(patterns, run.name, step, labels)
+                widgets.chart(fig, plots.title(run.name, "all heads", f"step {step}"),
                               key=f"compare_grid_{row}_{run.name}")
 
 

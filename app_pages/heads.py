@@ -5,7 +5,7 @@ import streamlit as st
 from tinyviz.analysis import plots, probes
 from tinyviz.app import analysis, loaders, page, state, widgets
 
-YOUR_PROMPT, REPLAY = "Your prompt (latest weights)", "Training replay (probe prompt)"
+YOUR_PROMPT, REPLAY = "Your prompt", "Training replay (probe prompt)"
 
 
 def _on_grid_click() -> None:
@@ -17,6 +17,7 @@ def _on_grid_click() -> None:
 run = page.run_header("Heads")
 run_id, cfg = str(run.path), run.config.model
 tok = loaders.tokenizer(run_id)
+shown = page.shown_step(run)  # the sidebar's "Weights at step"
 
 state.default(state.HEADS_SOURCE, YOUR_PROMPT)
 source = st.segmented_control("Attention of", [YOUR_PROMPT, REPLAY], key=state.HEADS_SOURCE, required=True,
@@ -28,7 +29,7 @@ if source == YOUR_PROMPT:
     ids = widgets.encode_or_error(tok, prompt, cfg.n_ctx)
     if ids is None:
         st.stop()
-    step, patterns = run.weights_step(), loaders.patterns_on(run_id, ids)
+    step, patterns = shown, loaders.patterns_on(run_id, ids, shown)
 else:
     steps = run.snapshot_steps()
     if not steps:
@@ -83,15 +84,15 @@ if len(history) > 1:
                   plots.title(run.name, f"layer {layer} head {head}", "history"), key="heads_history")
 
 st.subheader("Zero-ablate heads")
-st.caption("Set a head's output to zero and see how the loss on this prompt changes (latest weights).")
+st.caption(f"Set a head's output to zero and see how the loss on this prompt changes (weights at step {shown}).")
 names = [f"L{l} H{h}" for l in range(cfg.n_layers) for h in range(cfg.n_heads)]
 chosen = st.multiselect("Heads to zero", names, key=state.HEADS_ABLATE, persist_state="session")
-model = loaders.model(run_id)
+model = loaders.model(run_id, shown)
 result = probes.ablation_loss(model, ids, [analysis.parse_head(n) for n in chosen])
 a = st.columns(3)
 a[0].metric("Loss, clean", f"{result['clean']:.3f}")
 a[1].metric("Loss, ablated", f"{result['ablated']:.3f}", delta=f"{result['delta']:+.3f}", delta_color="inverse")
 a[2].metric("Heads zeroed", len(chosen))
-each = analysis.single_head_ablation(run_id, loaders.weights_version(run_id), tuple(ids))
-widgets.chart(plots.ablation_bars(each, run.name, run.weights_step()),
-              plots.title(run.name, "ablation", f"step {run.weights_step()}"), key="heads_ablation")
+each = analysis.single_head_ablation(run_id, shown, loaders.weights_version(run_id, shown), tuple(ids))
+widgets.chart(plots.ablation_bars(each, run.name, shown),
+              plots.title(run.name, "ablation", f"step {shown}"), key="heads_ablation")

@@ -21,27 +21,30 @@ if len(ids) < 2:
     st.error("The prompt needs at least two tokens: one to predict from and one to be predicted.")
     st.stop()
 
-model = loaders.model(run_id)
+step = page.shown_step(run)  # the sidebar's "Weights at step"
+model = loaders.model(run_id, step)
 tokens = [tok.token_str(i) for i in ids]
 top_ids, top_probs = probes.top_predictions(model, ids, k)
 losses = probes.loss_per_position(model, ids)
 
-st.subheader("Loss of each next token")
+st.subheader(f"Loss of each next token · weights at step {step}")
 st.caption(f"Each token shaded by the loss the model took predicting it (darker = more surprised; mean "
            f"{losses.mean():.3f} nats). Hover a token for its loss and the model's top guess.")
 labels, values, tips = analysis.loss_tokens(tok, ids, losses, top_ids)
 with st.container(key="pred_tokens", border=True):
     st.html(widgets.token_html(labels, values, tips, (214, 39, 40), vmax=max(4.0, float(losses.max()))))
-widgets.chart(plots.token_loss_bars(tokens, losses, run.name), plots.title(run.name, "per-token loss"),
+widgets.chart(plots.token_loss_bars(tokens, losses, run.name, step),
+              plots.title(run.name, "per-token loss", f"step {step}"),
               key="pred_loss")
 
 st.subheader(f"Top-{k} next tokens at each position")
 top_labels = [[tok.token_str(int(i)) for i in row] for row in top_ids]
-widgets.chart(plots.predictions_heatmap(tokens, top_labels, top_probs, run.name),
-              plots.title(run.name, f"top-{k} predictions"), key="pred_topk")
+widgets.chart(plots.predictions_heatmap(tokens, top_labels, top_probs, run.name, step),
+              plots.title(run.name, f"top-{k} predictions", f"step {step}"), key="pred_topk")
 
 st.subheader("Logit lens")
 st.caption("The residual stream after each layer, read out with the model's own unembedding: where in the "
            "network does the final guess appear?")
 lens = probes.logit_lens(model, ids, tok)
-widgets.chart(plots.logit_lens_heatmap(lens, tokens, run.name), plots.title(run.name, "logit lens"), key="pred_lens")
+widgets.chart(plots.logit_lens_heatmap(lens, tokens, run.name, step),
+              plots.title(run.name, "logit lens", f"step {step}"), key="pred_lens")

@@ -1,6 +1,7 @@
 """Weights through training: the schedule, the files, resume and kill consistency, damaged files."""
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -151,3 +152,32 @@ def test_a_run_without_history_has_no_kept_steps(tmp_path):
     assert not (run.path / "history").exists()
     with pytest.raises(RunError, match="kept no weights at step 5"):
         run.model_at(5)
+
+
+@pytest.fixture(scope="module")
+def kept_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "r"
+    TrainingSession.start(tiny_cfg("n_ctx=32"), out).train()  # the heads command's induction probe needs 24 tokens
+    return out
+
+
+def test_cli_step_uses_the_nearest_kept_step_and_says_so(kept_run, capsys):
+    assert cli.main(["heads", str(kept_run), "--step", "6", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["step"] == 5 and "step 6 was not kept; showing the nearest kept step, 5" in err
+    assert cli.main(["sample", str(kept_run), "--step", "0", "--max-new-tokens", "5", "--prompt", "the"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("step", ["21", "-1"])
+def test_cli_step_beyond_the_run_is_a_sentence(kept_run, capsys, step):
+    assert cli.main(["sample", str(kept_run), "--step", step]) == 2
+    err = capsys.readouterr().err
+    assert "is beyond r's steps: it was trained from step 0 to 20" in err and "Traceback" not in err
+
+
+def test_cli_step_on_a_run_without_history_is_a_sentence(tmp_path, capsys):
+    TrainingSession.start(tiny_cfg("history_keep=0", "n_ctx=32"), tmp_path / "plain").train()
+    assert cli.main(["heads", str(tmp_path / "plain"), "--step", "10"]) == 2
+    assert "kept no weights history" in capsys.readouterr().err
+    assert cli.main(["heads", str(tmp_path / "plain"), "--step", "20"]) == 0

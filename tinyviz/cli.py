@@ -94,12 +94,34 @@ def cmd_train(args) -> int:
     return 0
 
 
+def model_at_step(run, step: int | None):
+    """(model, step shown) for --step: the nearest kept step, said on stderr when it is not the one asked
+    for; a step beyond the run's or a run without history (unless its last step is asked for) is a RunError."""
+    from tinyviz.training.runs import RunError
+
+    last = run.weights_step()
+    if step is None:
+        return run.load_model(), last
+    if not 0 <= step <= last:
+        raise RunError(f"--step {step} is beyond {run.name}'s steps: it was trained from step 0 to {last}; "
+                       f"pick a step in 0..{last}.")
+    kept = sorted({*run.history.steps(), last})
+    if len(kept) == 1 and step != last:
+        raise RunError(f"{run.name} kept no weights history (trained before tinyviz kept one, imported, or with "
+                       f"history_keep=0), so only its last step {last} can be shown; drop --step.")
+    nearest = min(kept, key=lambda s: (abs(s - step), s))
+    if nearest != step:
+        print(f"note: step {step} was not kept; showing the nearest kept step, {nearest}.", file=sys.stderr)
+    return run.model_at(nearest), nearest
+
+
 def cmd_sample(args) -> int:
     from tinyviz.model.sampling import generate
     from tinyviz.training.runs import Run
 
     run = Run.open(Path(args.run))
-    model, tokenizer = run.load_model(), run.tokenizer()
+    model, _ = model_at_step(run, args.step)
+    tokenizer = run.tokenizer()
     cfg = SampleConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                        top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     prompt = args.prompt if args.prompt is not None else run.meta.get("probe_prompt", "")[:20]
@@ -119,7 +141,8 @@ def cmd_heads(args) -> int:
     from tinyviz.training.runs import Run
 
     run = Run.open(Path(args.run))
-    model, tokenizer = run.load_model(), run.tokenizer()
+    model, step = model_at_step(run, args.step)
+    tokenizer = run.tokenizer()
     prompt = args.prompt if args.prompt is not None else run.meta.get("probe_prompt", "")
     ids, notices = encode_prompt(tokenizer, prompt, model.cfg.n_ctx, room=0)
     for notice in notices:
@@ -140,10 +163,10 @@ def cmd_heads(args) -> int:
                 "induction_random": round(float(induction["random"][layer, head]), 4),
             })
     if args.json:
-        print(json.dumps({"run": run.name, "step": run.weights_step(), "prompt": prompt, "heads": rows}, indent=2))
+        print(json.dumps({"run": run.name, "step": step, "prompt": prompt, "heads": rows}, indent=2))
         return 0
     cols = list(rows[0])
-    print(f"{run.name} at step {run.weights_step()}; prompt of {len(ids)} tokens")
+    print(f"{run.name} at step {step}; prompt of {len(ids)} tokens")
     print("  ".join(f"{c:>10}" for c in cols))
     for r in rows:
         print("  ".join(f"{r[c]:>10.3f}" if isinstance(r[c], float) else f"{r[c]:>10}" for c in cols))
@@ -298,12 +321,14 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-k", type=int, default=d.top_k)
     s.add_argument("--top-p", type=float, default=d.top_p)
     s.add_argument("--seed", type=int, default=d.seed)
+    s.add_argument("--step", type=int, default=None, help="the weights at this step (the nearest kept one)")
     s.set_defaults(func=cmd_sample)
 
     h = sub.add_parser("heads", help="per-head scores, entropy and labels on a prompt")
     h.add_argument("run")
     h.add_argument("--prompt", default=None, help="default: the run's probe prompt")
     h.add_argument("--json", action="store_true")
+    h.add_argument("--step", type=int, default=None, help="the weights at this step (the nearest kept one)")
     h.set_defaults(func=cmd_heads)
 
     a = sub.add_parser("ablate", help="train every arm of an ablation preset over seeds; figure, CSV, verdict")

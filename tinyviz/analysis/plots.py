@@ -257,7 +257,7 @@ def ablation_bars(deltas: np.ndarray, run: str, step: int | None = None) -> go.F
 # -- predictions ------------------------------------------------------------------------------
 
 def predictions_heatmap(tokens: Sequence[str], top_tokens: list[list[str]], top_probs: np.ndarray,
-                        run: str) -> go.Figure:
+                        run: str, step: int | None = None) -> go.Figure:
     """For each position (columns), the k likeliest next tokens (rows, best first) written in cells."""
     probs = np.asarray(top_probs, dtype=float)  # [T, k]
     _check_labels(tokens, probs.shape[0], "the predictions")
@@ -271,13 +271,14 @@ def predictions_heatmap(tokens: Sequence[str], top_tokens: list[list[str]], top_
         hovertemplate="after %{customdata[0]}<br>%{y}: %{text!r} p=%{z:.3f}<br>actual next %{customdata[1]}"
                       "<extra></extra>",
     ))
-    _layout(fig, title(f"Top-{k} next-token predictions", run), height=140 + 34 * k,
+    _layout(fig, title(f"Top-{k} next-token predictions", run, step is not None and f"step {step}"),
+            height=140 + 34 * k,
             xaxis=dict(title="position (current token)", **_token_axis(tokens)), yaxis_title="rank")
     fig.update_yaxes(autorange="reversed")
     return fig
 
 
-def token_loss_bars(tokens: Sequence[str], losses: np.ndarray, run: str) -> go.Figure:
+def token_loss_bars(tokens: Sequence[str], losses: np.ndarray, run: str, step: int | None = None) -> go.Figure:
     """The loss of each actual next token (tokens[1:]), coloured by the loss."""
     loss = np.asarray(losses, dtype=float)
     _check_labels(tokens, loss.shape[0] + 1, "the per-token losses (one fewer than the tokens)")
@@ -287,13 +288,14 @@ def token_loss_bars(tokens: Sequence[str], losses: np.ndarray, run: str) -> go.F
                                                            colorbar=dict(title="nats")),
         customdata=targets, hovertemplate="predicting %{customdata!r} at %{x}<br>loss %{y:.3f} nats<extra></extra>",
     ))
-    _layout(fig, title("Loss of each actual next token", run, f"mean {loss.mean():.3f} nats"),
+    _layout(fig, title("Loss of each actual next token", run, step is not None and f"step {step}",
+                       f"mean {loss.mean():.3f} nats"),
             xaxis=dict(title="position of the predicted token", **_token_axis(["", *targets])),
             yaxis_title="cross-entropy (nats)", height=340)
     return fig
 
 
-def logit_lens_heatmap(lens: dict, tokens: Sequence[str], run: str) -> go.Figure:
+def logit_lens_heatmap(lens: dict, tokens: Sequence[str], run: str, step: int | None = None) -> go.Figure:
     """Rows: the residual stream after each block (logit_lens "rows"); columns: positions; each cell
     shows the top next token read out there, coloured by its probability."""
     probs = np.asarray(lens["top_prob"], dtype=float)  # [L+1, T]
@@ -307,7 +309,7 @@ def logit_lens_heatmap(lens: dict, tokens: Sequence[str], run: str) -> go.Figure
         colorbar=dict(title="probability"),
         hovertemplate="after %{customdata}<br>%{y}: top %{text!r} p=%{z:.3f}<extra></extra>",
     ))
-    _layout(fig, title("Logit lens: top next token after each layer", run),
+    _layout(fig, title("Logit lens: top next token after each layer", run, step is not None and f"step {step}"),
             xaxis=dict(title="position (current token)", **_token_axis(tokens)), yaxis_title="read out after",
             height=160 + 40 * len(lens["rows"]))
     fig.update_yaxes(autorange="reversed")

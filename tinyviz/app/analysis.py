@@ -87,9 +87,9 @@ def parse_head(name: str) -> tuple[int, int]:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def single_head_ablation(run_id: str, version: int, ids: tuple) -> np.ndarray:
-    """[L, H]: the loss increase on the prompt when each head alone is zeroed."""
-    model = loaders.model(run_id)
+def single_head_ablation(run_id: str, step: int | None, version: int, ids: tuple) -> np.ndarray:
+    """[L, H]: the loss increase on the prompt when each head alone is zeroed (weights at step)."""
+    model = loaders.model(run_id, step)
     cfg = model.cfg
     out = np.zeros((cfg.n_layers, cfg.n_heads), np.float32)
     for l in range(cfg.n_layers):
@@ -99,9 +99,9 @@ def single_head_ablation(run_id: str, version: int, ids: tuple) -> np.ndarray:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def sample(run_id: str, version: int, prompt: str, cfg: SampleConfig) -> SampleResult:
-    """generate() with the run's latest weights, cached per prompt and settings."""
-    return generate(loaders.model(run_id), loaders.tokenizer(run_id), prompt, cfg)
+def sample(run_id: str, step: int | None, version: int, prompt: str, cfg: SampleConfig) -> SampleResult:
+    """generate() with the weights at step (None: the latest), cached per prompt and settings."""
+    return generate(loaders.model(run_id, step), loaders.tokenizer(run_id), prompt, cfg)
 
 
 def loss_tokens(tokenizer, ids: list[int], losses: np.ndarray, top_ids: np.ndarray):

@@ -41,8 +41,31 @@ def _mtime(path: Path) -> int:
         return 0
 
 
-def weights_version(run_id: str) -> int:
-    return _mtime(Path(run_id) / MODEL)
+def weights_version(run_id: str, step: int | None = None) -> int:
+    """Changes when the weights a page shows change: the checkpoint's file, or a kept step's file."""
+    if step is None or step == open_run(run_id).weights_step():
+        return _mtime(Path(run_id) / MODEL)
+    return hash((step, _mtime(open_run(run_id).history.path(step))))
+
+
+def kept_steps(run_id: str) -> list[int]:
+    """The steps the step control offers, oldest first: the kept steps and the checkpoint's step;
+    [] for a run without weights history (re-read every rerun, so a live run's steps appear as written)."""
+    run = open_run(run_id)
+    steps = run.history.steps()
+    return sorted({*steps, run.weights_step()}) if steps else []
+
+
+def shown_step(run_id: str) -> int:
+    """The step whose weights the pages show: the step control's choice, else the latest kept step
+    (the checkpoint's step for a run without history)."""
+    from tinyviz.app import state
+
+    steps = kept_steps(run_id)
+    want = state.get(state.STEP)
+    if want in steps:
+        return want
+    return steps[-1] if steps else open_run(run_id).weights_step()
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -68,9 +91,17 @@ def _model(run_id: str, version: int):
     return Run.open(Path(run_id)).load_model()
 
 
-def model(run_id: str):
-    """The run's latest weights in eval mode (shared; never train or modify it)."""
-    return _model(run_id, weights_version(run_id))
+@st.cache_resource(max_entries=12, show_spinner=False)
+def _model_at(run_id: str, step: int, version: int):
+    return Run.open(Path(run_id)).model_at(step)
+
+
+def model(run_id: str, step: int | None = None):
+    """The weights at a kept step (None or the checkpoint's step: the latest) in eval mode; shared, never
+    train or modify it. A missing or damaged history file is a RunError naming it."""
+    if step is None or step == open_run(run_id).weights_step():
+        return _model(run_id, weights_version(run_id))
+    return _model_at(run_id, step, weights_version(run_id, step))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -123,11 +154,11 @@ def current_run_or_error() -> Run | None:
         return None
 
 
-def patterns_on(run_id: str, ids: list[int]):
-    """Every head's pattern [L, H, T, T] on a prompt, with the latest weights (cached per prompt)."""
-    return _patterns(run_id, weights_version(run_id), tuple(ids))
+def patterns_on(run_id: str, ids: list[int], step: int | None = None):
+    """Every head's pattern [L, H, T, T] on a prompt, with the weights at step (cached per prompt)."""
+    return _patterns(run_id, step, weights_version(run_id, step), tuple(ids))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _patterns(run_id: str, version: int, ids: tuple):
-    return probes.attention_patterns(model(run_id), list(ids))
+def _patterns(run_id: str, step: int | None, version: int, ids: tuple):
+    return probes.attention_patterns(model(run_id, step), list(ids))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from tinyviz.app import loaders, sidebar, widgets
-from tinyviz.training.runs import Run
+from tinyviz.training.runs import Run, RunError
 
 HOME = "app_pages/home.py"
 PAGES = {  # title -> (file, icon, what it is for)
@@ -38,6 +38,7 @@ def frame() -> None:
     """The sidebar every page shares: the run picker (in step with ``?run=``) and the write-up bundle."""
     ids, current = sidebar.current_run()
     sidebar.run_picker(ids, current)
+    sidebar.step_control(current)
     sidebar.bundle_box()
 
 
@@ -48,4 +49,15 @@ def run_header(title: str) -> Run:
     if run is None:
         st.stop()
     widgets.run_caption(run)
+    step = loaders.shown_step(str(run.path))
+    try:
+        loaders.model(str(run.path), step)  # a damaged history file is named here; other steps still open
+    except RunError as e:
+        st.error(f"{e} Move **Weights at step** in the sidebar to another step.")
+        st.stop()
     return run
+
+
+def shown_step(run: Run) -> int:
+    """The step the page shows (the sidebar's "Weights at step")."""
+    return loaders.shown_step(str(run.path))

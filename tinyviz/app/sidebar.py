@@ -14,6 +14,7 @@ from tinyviz.app.uploads import UploadError, extract_run_zip
 from tinyviz.training.runs import Run, RunError
 
 URL_PARAM = "run"  # ?run=NAME: the current run's folder name
+STEP_PARAM = "step"  # ?step=N: the step control's choice (absent: the latest)
 
 
 def _label(run_id: str) -> str:
@@ -82,12 +83,68 @@ def current_run() -> tuple[list[str], str | None]:
             state.set_run(current)
     if current and st.query_params.get(URL_PARAM) != _label(current):
         st.query_params[URL_PARAM] = _label(current)
+    if current:
+        _sync_step(current)
     return ids, current
 
 
+def _sync_step(run_id: str) -> None:
+    """The session's step in step with ``?step=N``: a new session takes the address's step (when the run
+    kept it), later the address follows the session; no ``step`` in the address means the latest."""
+    if state.STEP not in st.session_state:
+        raw = st.query_params.get(STEP_PARAM)
+        wanted = int(raw) if raw is not None and raw.isdigit() else None
+        try:
+            steps = loaders.kept_steps(run_id)
+        except RunError:
+            steps = []
+        state.put(state.STEP, wanted if wanted in steps[:-1] else None)
+    step = state.get(state.STEP)
+    if step is None:
+        st.query_params.pop(STEP_PARAM, None)
+    elif st.query_params.get(STEP_PARAM) != str(step):
+        st.query_params[STEP_PARAM] = str(step)
+
+
 def link_params(current: str | None) -> dict | None:
-    """Query parameters for page links: the current run's name, so the next page opens on it."""
-    return {URL_PARAM: _label(current)} if current else None
+    """Query parameters for page links: the current run's name and step, so the next page opens on them."""
+    if not current:
+        return None
+    step = state.get(state.STEP)
+    return {URL_PARAM: _label(current), **({STEP_PARAM: str(step)} if step is not None else {})}
+
+
+def _on_step(key: str, latest: int) -> None:
+    step = st.session_state[key]
+    state.put(state.STEP, None if step == latest else step)
+
+
+def step_control(run_id: str | None) -> None:
+    """The sidebar's "Weights at step" slider over the run's kept steps (latest by default); without
+    weights history the slider is hidden and a sentence says why."""
+    if not run_id:
+        return
+    with st.sidebar:
+        try:
+            run = loaders.open_run(run_id)
+            steps = loaders.kept_steps(run_id)
+        except RunError:
+            return  # the page says what is wrong with the run
+        if not run.has_weights():
+            return
+        if not steps:
+            st.caption(f"**Weights at step**: {run.name} kept no weights history (it was trained before tinyviz "
+                       "kept one, imported, or trained with history_keep=0), so every page shows its last "
+                       f"weights, step {run.weights_step()}.")
+            return
+        shown = loaders.shown_step(run_id)
+        key = f"{state.STEP_SLIDER}_{zlib.crc32(chr(10).join([run_id, *map(str, steps)]).encode()):08x}"
+        st.session_state[key] = shown
+        latest = steps[-1]
+        st.select_slider("Weights at step", options=steps, key=key, on_change=_on_step, args=(key, latest),
+                         format_func=lambda s: f"{s} (latest)" if s == latest else str(s),
+                         help=f"{len(steps)} kept steps, dense early and sparse late. Heads, Predictions, Sample, "
+                         "Compare and their ablations and logit lens show the model at this step.")
 
 
 def run_picker(ids: list[str], current: str | None) -> None:

@@ -17,6 +17,8 @@ UPLOAD = "sidebar_upload"  # the run-zip uploader
 UPLOAD_MSG = "sidebar_upload_msg"  # (kind, sentence) of the last upload
 BUNDLE = "bundle"  # {figure name: (figure, dataframe)} chosen for the write-up bundle
 BUNDLE_ZIP = "bundle_zip"  # (zip bytes, notes) once built
+STEP = "weights_step"  # the step control's choice: a kept step, or None for the latest
+STEP_SLIDER = "sidebar_step"  # the step slider (a prefix: its key changes with the kept steps)
 
 # Heads
 HEADS_PROMPT = "heads_prompt"
@@ -61,7 +63,7 @@ ABLATE_SEEDS = "ablate_seeds"  # suffixed with the preset name: each preset has 
 ABLATE_STEPS = "ablate_steps"
 ABLATE_CORPUS = "ablate_corpus"
 
-RUN_SCOPED = (HEADS_PROMPT, HEADS_STEP, HEADS_GRID, HEAD_LAYER, HEAD_HEAD, HEADS_ABLATE, PRED_PROMPT,
+RUN_SCOPED = (STEP, HEADS_PROMPT, HEADS_STEP, HEADS_GRID, HEAD_LAYER, HEAD_HEAD, HEADS_ABLATE, PRED_PROMPT,
               SAMPLE_PROMPT, SAMPLE_STEP, SAMPLE_TOP_K, COMPARE_PROMPT)
 
 
