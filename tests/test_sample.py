@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import TINY
@@ -5,12 +7,21 @@ from conftest import TINY
 from tinyviz.config import SampleConfig, apply_overrides, preset
 from tinyviz.data.text import UnknownCharactersError
 from tinyviz.model.sampling import generate, next_token_probs
+from tinyviz.training.runs import Run
 from tinyviz.training.session import TrainingSession
 
 # No stored sample here: a greedy string depends on the CPU's SIMD width (one near-tie flips). The model's
 # numbers are checked against an independent implementation in tests/test_golden.py; determinism is
 # checked below by training twice and comparing bit for bit.
+DEMO = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
 CFG = TINY + ["steps=150", "lr=1e-2", "eval_interval=0", "snapshot_interval=0", "checkpoint_interval=0"]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """The committed demo run (n_ctx=128, a char tokenizer): a trained model without training one here."""
+    run = Run.open(DEMO)
+    return run.load_model(), run.tokenizer()
 
 
 def train(path):
@@ -19,18 +30,14 @@ def train(path):
     return session.trainer.model.eval(), session.tokenizer
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def test_same_seed_trains_bit_identical_weights_and_the_same_greedy_text(tmp_path):
     # float sums depend on how many threads split them: pin one, whatever ran before this test
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield train(tmp_path_factory.mktemp("runs") / "a")
-    torch.set_num_threads(threads)
-
-
-def test_same_seed_trains_bit_identical_weights_and_the_same_greedy_text(trained, tmp_path):
-    model, tok = trained
-    again, _ = train(tmp_path / "b")
+    try:
+        (model, tok), (again, _) = train(tmp_path / "a"), train(tmp_path / "b")
+    finally:
+        torch.set_num_threads(threads)
     for (name, p), (_, q) in zip(model.named_parameters(), again.named_parameters(), strict=True):
         assert torch.equal(p, q), name
     greedy = SampleConfig(max_new_tokens=60, temperature=0)
@@ -45,7 +52,7 @@ def test_same_seed_trains_bit_identical_weights_and_the_same_greedy_text(trained
     SampleConfig(max_new_tokens=40, temperature=0.8, top_k=5, top_p=0.9, seed=1),
 ], ids=["greedy", "sampled", "top-k-top-p"])
 def test_kv_cache_gives_the_same_text_as_no_cache(trained, cfg):
-    # 150 new tokens run past n_ctx=32, so the sliding-window path is covered too
+    # 150 new tokens run past n_ctx=128, so the sliding-window path is covered too
     model, tok = trained
     cached = generate(model, tok, "Once upon", cfg, use_cache=True)
     plain = generate(model, tok, "Once upon", cfg, use_cache=False)
@@ -83,10 +90,43 @@ def test_top_k_and_top_p_restrict_the_distribution():
     assert cold[0] > hot[0]
 
 
+def kept(logits, keep, temperature=1.0):
+    """softmax over the kept token ids only, as the sampler should draw from."""
+    out = torch.zeros_like(logits)
+    out[keep] = torch.softmax(logits[keep] / temperature, -1)
+    return out
+
+
+L5 = torch.tensor([3.0, 2.0, 1.0, 0.0, -1.0])  # softmax: 0.64, 0.24, 0.09, 0.03, 0.01
+
+
+@pytest.mark.parametrize("cfg, keep", [
+    (SampleConfig(temperature=0.7), [0, 1, 2, 3, 4]),
+    (SampleConfig(top_k=1), [0]),  # top-k 1 is greedy
+    (SampleConfig(top_k=3), [0, 1, 2]),
+    (SampleConfig(top_k=5), [0, 1, 2, 3, 4]),  # the whole vocabulary: nothing removed
+    (SampleConfig(top_p=0.5), [0]),
+    (SampleConfig(top_p=0.9), [0, 1, 2]),  # 0.64 + 0.24 < 0.9: the third token is needed
+    (SampleConfig(top_p=0.97), [0, 1, 2, 3]),
+    (SampleConfig(top_k=2, top_p=0.5), [0]),
+    (SampleConfig(temperature=2.0, top_k=4), [0, 1, 2, 3]),
+], ids=lambda v: str(v) if isinstance(v, list) else "")
+def test_next_token_probs_is_the_renormalised_softmax_of_the_kept_tokens(cfg, keep):
+    torch.testing.assert_close(next_token_probs(L5, cfg), kept(L5, keep, cfg.temperature))
+
+
+def test_top_p_one_and_top_k_zero_keep_even_a_vanishing_token():
+    # 30 nats apart: the cumulative sum reaches 1.0 in float32 before the last tokens
+    logits = torch.tensor([30.0, 0.0, 0.0])
+    p = next_token_probs(logits, SampleConfig(top_p=1.0, top_k=0))
+    assert (p > 0).all()
+
+
 def test_long_prompt_is_cropped_with_a_notice(trained):
     model, tok = trained
-    result = generate(model, tok, "the cat sat " * 10, SampleConfig(max_new_tokens=5))
-    assert len(result.prompt) == 31 and result.notices and "only its last 31 tokens" in result.notices[0]
+    result = generate(model, tok, "the cat sat " * 20, SampleConfig(max_new_tokens=5))
+    assert len(result.prompt) == 127 and result.notices and "only its last 127 tokens" in result.notices[0]
+    assert result.prompt == ("the cat sat " * 20)[-127:] and len(result.steps) == 5
 
 
 def test_bad_prompts_give_sentences(trained):
