@@ -69,3 +69,33 @@ def test_the_real_entry_point_reports_errors_without_a_traceback(run_dir):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "never saw: 'ï' (U+00EF), '☃' (U+2603)" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_heads_scores_a_non_causal_model_as_non_causal(tmp_path, capsys, monkeypatch):
+    """The CLI and the app share one head table and both pass the model's causal flag: a non-causal model
+    whose heads happen to look only backwards is still scored over every key, not labelled 'uniform'."""
+    import numpy as np
+
+    from tinyviz.analysis import probes
+    from tinyviz.app import analysis
+    from tinyviz.training.runs import Run
+
+    out = tmp_path / "bidir"
+    assert main(["train", "--preset", "micro", "--steps", "2", "--out", str(out), *SETS,
+                 "--set", "causal=False", "--set", "warmup_steps=0"]) == 0
+    run = Run.open(out)
+    L, H = run.config.model.n_layers, run.config.model.n_heads
+
+    def backwards_only(model, tokens):  # row q spreads evenly over keys 0..q: it looks causal
+        T = len(tokens)
+        rows = np.tril(np.ones((T, T), np.float32))
+        return np.broadcast_to(rows / rows.sum(1, keepdims=True), (L, H, T, T)).copy()
+
+    monkeypatch.setattr(probes, "attention_patterns", backwards_only)
+    capsys.readouterr()
+    assert main(["heads", str(out), "--json", "--prompt", "Once upon a time"]) == 0
+    heads = json.loads(capsys.readouterr().out)["heads"]
+    ids = run.tokenizer().encode("Once upon a time")
+    app_rows = analysis.scores_frame(analysis.head_stats(backwards_only(None, ids), ids, causal=False))
+    assert [{k: v for k, v in r.items() if k != "induction_random"} for r in heads] == app_rows.to_dict("records")
+    assert all(r["label"] != "uniform" and r["uniform"] < 0.8 for r in heads)

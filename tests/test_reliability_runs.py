@@ -279,8 +279,8 @@ def test_the_apps_zip_upload_uses_the_same_checks(tmp_path, trained):
     from tinyviz.app.uploads import UploadError, extract_run_zip
 
     marker = tmp_path / "ran"
-    run, notes = extract_run_zip(zip_of(trained), tmp_path / "runs", "my run.zip")
-    assert run.name == "my-run" and notes == []
+    run = extract_run_zip(zip_of(trained), tmp_path / "runs", "my run.zip")
+    assert run.name == "my-run"
     for extra, match in [({"../escaped.json": b"{}"}, "points outside the run folder"),
                          ({"model.pt": payload_bytes(marker, "pt")}, "not part of a tinyviz run")]:
         with pytest.raises(UploadError, match=f"^evil.zip: .*{match}"):

@@ -133,9 +133,6 @@ def cmd_sample(args) -> int:
 
 
 def cmd_heads(args) -> int:
-    import numpy as np
-    import torch
-
     from tinyviz.analysis import probes
     from tinyviz.model.sampling import encode_prompt
     from tinyviz.training.runs import Run
@@ -147,21 +144,10 @@ def cmd_heads(args) -> int:
     ids, notices = encode_prompt(tokenizer, prompt, model.cfg.n_ctx, room=0)
     for notice in notices:
         print(f"note: {notice}", file=sys.stderr)
-    tokens = torch.tensor(ids)
-    patterns = probes.attention_patterns(model, tokens)
-    scores = probes.head_scores(patterns, np.array(ids))
-    entropy = probes.head_entropy(patterns)
-    labels = probes.label_heads(scores)
-    induction = probes.induction_scores(model, tokenizer, in_distribution_text=prompt)
-    rows = []
-    for layer in range(patterns.shape[0]):
-        for head in range(patterns.shape[1]):
-            rows.append({
-                "layer": layer, "head": head, "label": labels[layer][head],
-                "entropy": round(float(entropy[layer, head]), 4),
-                **{k: round(float(v[layer, head]), 4) for k, v in scores.items()},
-                "induction_random": round(float(induction["random"][layer, head]), 4),
-            })
+    rows = probes.head_rows(probes.head_stats(probes.attention_patterns(model, ids), ids, causal=model.cfg.causal))
+    induction = probes.induction_scores(model, tokenizer)["random"]  # [L, H]
+    for row in rows:
+        row["induction_random"] = round(float(induction[row["layer"], row["head"]]), 4)
     if args.json:
         print(json.dumps({"run": run.name, "step": step, "prompt": prompt, "heads": rows}, indent=2))
         return 0

@@ -15,12 +15,13 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from tinyviz.analysis.probes import SCORE_NAMES
+
 TEMPLATE = "plotly_white"
 ATTN_SCALE = "Blues"
 LOSS_SCALE = "Reds"
 PROB_SCALE = "Greens"
 OVERLAY = "click-overlay"  # meta of the invisible traces that make heatmaps clickable; export skips them
-SCORE_NAMES = ("prev_token", "induction", "sink", "self", "local", "uniform")
 _SHORT = {"prev_token": "prev", "induction": "induction", "sink": "sink", "self": "self", "local": "local",
           "uniform": "uniform", "mixed": ""}
 _CLICK_MARKERS = 8  # per axis of one small heatmap: enough targets to hit anywhere in it

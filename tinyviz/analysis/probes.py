@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from tinyviz.model.hooks import zero_head
 
 HEAD_THRESHOLDS = {"prev_token": 0.4, "induction": 0.3, "sink": 0.5, "self": 0.5, "local": 0.6, "uniform": 0.8}
+SCORE_NAMES = tuple(HEAD_THRESHOLDS)  # the head scores, in the order tables and figures show them
 LOCAL_WINDOW = 3  # keys q-3..q-1 count as local
 CAUSAL_TOL = 1e-6  # largest entry above the diagonal of a pattern still called causal
 RELU_ACTIVE = 1e-6  # a relu unit is active where its output exceeds this
@@ -201,7 +202,7 @@ def head_scores(patterns: np.ndarray, tokens, causal: bool | None = None) -> dic
         "local": _mean_rows(_mass(p, local), back),
         "uniform": 1.0 - _mean_rows(0.5 * np.abs(p - uniform).sum(-1), rows),
     }
-    return {name: np.clip(s, 0.0, 1.0).astype(np.float32) for name, s in scores.items()}
+    return {name: np.clip(scores[name], 0.0, 1.0).astype(np.float32) for name in SCORE_NAMES}
 
 
 def label_heads(scores: dict[str, np.ndarray], thresholds: dict[str, float] = HEAD_THRESHOLDS) -> list[list[str]]:
@@ -213,6 +214,24 @@ def label_heads(scores: dict[str, np.ndarray], thresholds: dict[str, float] = HE
         [names[b] if ratios[b, l, h] >= 1.0 else "mixed" for h, b in enumerate(row)]
         for l, row in enumerate(best)
     ]
+
+
+def head_stats(patterns: np.ndarray, tokens, causal: bool) -> dict:
+    """What a per-head table shows, from patterns [L, H, T, T] of the prompt tokens [T]:
+    {"scores": {name: [L, H]}, "entropy": [L, H] nats, "labels": [L][H]}.
+
+    causal is the model's own flag, never guessed from the patterns: a non-causal model's heads can
+    attend only backwards on a prompt and would then be scored over the wrong keys."""
+    scores = head_scores(patterns, tokens, causal=causal)
+    return {"scores": scores, "entropy": head_entropy(patterns, causal=causal), "labels": label_heads(scores)}
+
+
+def head_rows(stats: dict) -> list[dict]:
+    """head_stats as one row per head, layer-major: layer, head, label, entropy and each score (4 decimals)."""
+    L, H = stats["entropy"].shape
+    return [{"layer": l, "head": h, "label": stats["labels"][l][h], "entropy": round(float(stats["entropy"][l, h]), 4),
+             **{n: round(float(stats["scores"][n][l, h]), 4) for n in SCORE_NAMES}}
+            for l in range(L) for h in range(H)]
 
 
 def induction_scores(

@@ -5,13 +5,11 @@ Pages stay layout only; the arithmetic lives here and in tinyviz.analysis.probes
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from tinyviz.analysis import plots, probes
+from tinyviz.analysis import probes
 from tinyviz.app import loaders
 from tinyviz.config import RunConfig, SampleConfig
 from tinyviz.model.sampling import SampleResult, generate
@@ -41,14 +39,13 @@ def most_telling_head(labels: list[list[str]]) -> tuple[int, int]:
 
 
 def head_stats(patterns: np.ndarray, ids: list[int], causal: bool) -> dict:
-    """{"scores": {name: [L, H]}, "entropy": [L, H], "labels": [L][H], "top_score": [L][H] 'name 0.83'}."""
-    scores = probes.head_scores(patterns, ids, causal=causal)
-    entropy = probes.head_entropy(patterns, causal=causal)
-    names = [n for n in plots.SCORE_NAMES if n in scores]
-    stack = np.stack([scores[n] for n in names])  # [K, L, H]
+    """probes.head_stats plus "top_score": [L][H] 'name 0.83', each head's highest score."""
+    stats = probes.head_stats(patterns, ids, causal=causal)
+    names = probes.SCORE_NAMES
+    stack = np.stack([stats["scores"][n] for n in names])  # [K, L, H]
     best = stack.argmax(0)
     top = [[f"{names[b]} {stack[b, l, h]:.2f}" for h, b in enumerate(row)] for l, row in enumerate(best)]
-    return {"scores": scores, "entropy": entropy, "labels": probes.label_heads(scores), "top_score": top}
+    return {**stats, "top_score": top}
 
 
 def head_score_row(stats: dict, layer: int, head: int) -> pd.DataFrame:
@@ -56,18 +53,13 @@ def head_score_row(stats: dict, layer: int, head: int) -> pd.DataFrame:
     return pd.DataFrame.from_records([
         {"score": n, "value": round(float(stats["scores"][n][layer, head]), 3),
          "label threshold": probes.HEAD_THRESHOLDS.get(n)}
-        for n in plots.SCORE_NAMES if n in stats["scores"]
+        for n in probes.SCORE_NAMES
     ])
 
 
 def scores_frame(stats: dict) -> pd.DataFrame:
-    """Every head as a row: layer, head, label, entropy and each score."""
-    L, H = stats["entropy"].shape
-    return pd.DataFrame.from_records([
-        {"layer": l, "head": h, "label": stats["labels"][l][h], "entropy": round(float(stats["entropy"][l, h]), 4),
-         **{n: round(float(s[l, h]), 4) for n, s in stats["scores"].items()}}
-        for l in range(L) for h in range(H)
-    ])
+    """Every head as a row: layer, head, label, entropy and each score (the CLI's `heads` table)."""
+    return pd.DataFrame.from_records(probes.head_rows(stats))
 
 
 def head_from_selection(event) -> tuple[int, int] | None:
@@ -130,6 +122,3 @@ def _field(cfg: RunConfig, dotted: str):
     section, name = dotted.split(".")
     return getattr(getattr(cfg, section), name)
 
-
-def run_name(run_id: str) -> str:
-    return Path(run_id).name

@@ -58,13 +58,12 @@ def _on_upload() -> None:
     if file is None:
         return
     try:
-        run, notes = extract_run_zip(file.getvalue(), loaders.runs_root(), file.name)
+        run = extract_run_zip(file.getvalue(), loaders.runs_root(), file.name)
     except (UploadError, RunError) as e:
         state.put(state.UPLOAD_MSG, ("error", f"Upload refused: {e}"))
         return
     state.set_run(str(run.path))
-    msg = f"Added {run.name} from {file.name}." + (" " + "; ".join(notes).capitalize() + "." if notes else "")
-    state.put(state.UPLOAD_MSG, ("success", msg))
+    state.put(state.UPLOAD_MSG, ("success", f"Added {run.name} from {file.name}."))
 
 
 def current_run() -> tuple[list[str], str | None]:

@@ -43,7 +43,6 @@ SAMPLE_LEN = "sample_length"
 SAMPLE_STEP = "sample_step"
 
 # Train
-TRAIN_VIEW = "train_view"  # the run shown in the live panel
 TRAIN_LOG_Y = "train_log_y"
 TRAIN_PRESET = "train_preset"
 TRAIN_SOURCE = "train_source"

@@ -23,8 +23,8 @@ class UploadError(ValueError):
     """A zip that cannot become a run; the message says why."""
 
 
-def extract_run_zip(data: bytes, root: Path, filename: str = "run.zip") -> tuple[Run, list[str]]:
-    """Unpack a zipped run folder into a new folder under root; returns the opened Run and notes."""
+def extract_run_zip(data: bytes, root: Path, filename: str = "run.zip") -> Run:
+    """Unpack a zipped run folder into a new folder under root; returns the opened Run."""
     if len(data) > MAX_ZIP_BYTES:
         raise UploadError(f"the zip is {len(data) / 1e6:.0f} MB, over the {MAX_ZIP_BYTES / 1e6:.0f} MB limit.")
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(filename).stem).lstrip("._-")[:70] or "uploaded"
@@ -32,4 +32,4 @@ def extract_run_zip(data: bytes, root: Path, filename: str = "run.zip") -> tuple
         run = import_run_zip(bytes(data), Path(root), fallback_name=stem, unique=True)
     except RunError as e:
         raise UploadError(f"{filename}: {e}") from None
-    return run, []
+    return run

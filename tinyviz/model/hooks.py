@@ -106,17 +106,6 @@ def zero_head(layer: int, head: int) -> tuple[str, HookFn]:
     return f"blocks.{layer}.attn.hook_z", fn
 
 
-def mean_head(layer: int, head: int) -> tuple[str, HookFn]:
-    """Replace one head's output by its mean over batch and positions."""
-
-    def fn(z, name):
-        z = z.clone()
-        z[:, :, head] = z[:, :, head].mean(dim=(0, 1), keepdim=True)
-        return z
-
-    return f"blocks.{layer}.attn.hook_z", fn
-
-
 def knockout_mlp(layer: int) -> tuple[str, HookFn]:
     """Remove a layer's MLP contribution."""
     return f"blocks.{layer}.hook_mlp_out", lambda x, name: torch.zeros_like(x)
