@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # lowest first; a module may import its own layer or a lower one. app and cli share a rank but are
 # separate layers: neither imports the other.
 LAYERS = {"config": 0, "model": 1, "data": 2, "analysis": 3, "training": 4, "experiments": 5, "app": 6, "cli": 6}
+# modules directly in tinyviz/ and their layer; a subpackage's layer is its name
+TOP_LEVEL = {"__init__": "config", "config": "config", "resources": "config", "cli": "cli", "__main__": "cli"}
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -27,13 +29,12 @@ def module_name(path: Path, root: Path) -> str:
 def layer(module: str) -> str:
     """The layer a tinyviz module belongs to; the root package (version, format number) is as low as config."""
     parts = module.split(".")
-    if len(parts) == 1:
-        return "config"
-    if parts[1] == "__main__":
-        return "cli"
-    if parts[1] not in LAYERS:
-        raise AssertionError(f"{module} is in no layer; add its subpackage to LAYERS in tests/test_layers.py")
-    return parts[1]
+    name = parts[1] if len(parts) > 1 else "__init__"
+    if name in TOP_LEVEL:
+        return TOP_LEVEL[name]
+    if name not in LAYERS:
+        raise AssertionError(f"{module} is in no layer; add it to LAYERS or TOP_LEVEL in tests/test_layers.py")
+    return name
 
 
 def imports(path: Path, root: Path) -> list[tuple[int, str]]:
