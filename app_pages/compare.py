@@ -11,6 +11,7 @@ from tinyviz.app import (
     config_form,
     loaders,
     state,
+    sweep_panel,
     widgets,
 )
 from tinyviz.app.registry import RegistryFull, registry
@@ -134,5 +135,7 @@ if chosen:
 else:
     st.info("Pick one or more runs to compare.")
 ab_section()
+st.divider()
+sweep_panel.render(loaders.runs_root())
 st.divider()
 ablate_panel.render(loaders.runs_root())

@@ -84,11 +84,19 @@ class AblationJobs:
             log = out / "ablate.log"
             cmd = [sys.executable, "-m", "tinyviz", "ablate", preset, "--seeds", str(seeds), "--steps", str(steps),
                    "--corpus", corpus, "--out", str(out)]
+            address = ray_address()
+            if address:  # the grid goes to the cluster; the CLI says in one sentence if it cannot reach it
+                cmd += ["--executor", "ray", "--ray-address", address]
             with open(log, "w", encoding="utf-8") as err:
                 proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
             folders = [out / ablate.run_folder(a.name, s) for a in ab.arms for s in range(seeds)]
             self.job = AblationJob(preset, out, folders, len(folders) * steps, proc, log)
             return self.job
+
+
+def ray_address() -> str:
+    """The Ray cluster the launcher sends its grids to: $TINYVIZ_RAY_ADDRESS (HOST:PORT or auto), or ''."""
+    return os.environ.get("TINYVIZ_RAY_ADDRESS", "").strip()
 
 
 @st.cache_resource(show_spinner=False)
@@ -99,9 +107,16 @@ def jobs() -> AblationJobs:
 def render(root: Path = Path("checkpoints")) -> None:
     """The 'launch an ablation preset' section."""
     st.subheader("Launch an ablation preset")
-    st.caption("Trains every arm of a preset for each seed (same init and data order per seed) in worker "
-               "processes, then draws the loss curves and checks the preset's claim; the same as "
-               "`python -m tinyviz ablate PRESET` (see docs/ablations.md).")
+    st.caption("Trains every arm of a preset for each seed (same init and data order per seed) in parallel "
+               "(local worker processes or Ray tasks), then draws the loss curves and checks the preset's claim; the "
+               "same as `python -m tinyviz ablate PRESET` (see docs/ablations.md).")
+    address = ray_address()
+    if address:
+        st.caption(f":material/hub: Runs on the Ray cluster at `{address}` (from TINYVIZ_RAY_ADDRESS), one task per "
+                   "arm and seed; its runs come back into this app's run folder.")
+    else:
+        st.caption(":material/computer: Runs on this machine's cores. To send the grid to a Ray cluster, start "
+                   "the app with TINYVIZ_RAY_ADDRESS=HOST:PORT (or auto) set; see docs/sweeps.md.")
     state.default(state.ABLATE_PRESET, "residual")
     name = st.selectbox("Preset", list(ablations.ABLATIONS), key=state.ABLATE_PRESET)
     ab = ablations.get(name)

@@ -448,3 +448,53 @@ def load_metrics(out: Path, rows: list[dict]) -> dict[str, dict[int, list[dict]]
     for r in rows:
         metrics.setdefault(r["cell"], {})[r["seed"]] = Run.open(Path(out) / Path(r["run"]).name).metrics()
     return metrics
+
+
+def _axis(values: list) -> dict:
+    """A parallel-coordinates dimension's values: numbers as they are, anything else as evenly spaced codes."""
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return {"values": values}
+    levels = list(dict.fromkeys(str(v) for v in values))
+    return {"values": [levels.index(str(v)) for v in values], "tickvals": list(range(len(levels))),
+            "ticktext": levels}
+
+
+def parallel_figure(rows: list[dict], fields: list[str], title: str = "sweep"):
+    """One line per finished run through its grid values and its final val loss (the colour too)."""
+    import plotly.graph_objects as go
+
+    rows = [r for r in rows if r.get("val_loss") is not None]
+    dims = [{"label": f, **_axis([r.get(f) for r in rows])} for f in fields]
+    if len({r["seed"] for r in rows}) > 1:
+        dims.append({"label": "seed", **_axis([r["seed"] for r in rows])})
+    val = [r["val_loss"] for r in rows]
+    dims.append({"label": "final val loss", "values": val})
+    fig = go.Figure(go.Parcoords(line=dict(color=val, colorscale="Viridis", showscale=True,
+                                           colorbar=dict(title="val loss")), dimensions=dims))
+    fig.update_layout(title=f"{title}: grid values against final val loss (one line per run)",
+                      template="plotly_white", width=900, height=440, margin=dict(l=60, r=40, t=90, b=40))
+    return fig
+
+
+def heatmap_figure(rows: list[dict], fields: list[str], title: str = "sweep"):
+    """Mean final val loss over seeds for each pair of values of a two-field grid (rows: the first field)."""
+    import plotly.graph_objects as go
+
+    if len(fields) != 2:
+        raise ValueError(f"a heatmap needs a grid over exactly two fields; this one has {len(fields)}.")
+    fy, fx = fields
+    ys = list(dict.fromkeys(r.get(fy) for r in rows))
+    xs = list(dict.fromkeys(r.get(fx) for r in rows))
+    cells: dict[tuple, list[float]] = {}
+    for r in rows:
+        if r.get("val_loss") is not None:
+            cells.setdefault((r.get(fy), r.get(fx)), []).append(r["val_loss"])
+    z = [[sum(cells[(y, x)]) / len(cells[(y, x)]) if (y, x) in cells else None for x in xs] for y in ys]
+    text = [[f"{v:.4f}" if v is not None else "–" for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(z=z, x=[str(x) for x in xs], y=[str(y) for y in ys], text=text,
+                               texttemplate="%{text}", colorscale="Viridis", colorbar=dict(title="val loss"),
+                               hovertemplate=f"{fy}=%{{y}}<br>{fx}=%{{x}}<br>val loss %{{z:.4f}}<extra></extra>"))
+    fig.update_layout(title=f"{title}: final val loss, mean over seeds", xaxis_title=fx, yaxis_title=fy,
+                      xaxis_type="category", yaxis_type="category", template="plotly_white", width=700,
+                      height=420)
+    return fig

@@ -1,0 +1,150 @@
+"""Sweep executors on this machine: a 12-run grid of the micro preset, sequential vs the local process pool
+vs Ray started on this machine. Prints figures (no assertions) and writes benchmarks/sweep_results.json.
+
+    python -m benchmarks.sweep_bench [--steps 150] [--workers 2] [--no-ray]
+
+For each mode: wall seconds, runs/minute, the throughput ratio to sequential, peak resident memory of the
+processes it started (summed over the driver's descendants), and whether curves.csv is byte-identical to the
+sequential one. For Ray also: seconds to start it (ray.init) and its overhead per run, (Ray wall - pool
+wall) / runs. The load average is printed before and after: on a shared machine it is part of the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from tinyviz.experiments.executors import LocalExecutor
+from tinyviz.experiments.sweep import grid_sweep, run_sweep
+
+GRID = ["lr=1e-3,2e-3,3e-3", "n_layers=1,2"]  # 6 cells x 2 seeds = 12 runs
+
+
+def _descendants_rss(root: int) -> int:
+    """Resident bytes of every process below root (not root itself)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(proc.name))
+            rss[int(proc.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    total, stack = 0, list(children.get(root, []))
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack += children.get(pid, [])
+    return total
+
+
+class PeakMemory:
+    def __init__(self):
+        self.peak, self._stop = 0, threading.Event()
+        self._t = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self):
+        while not self._stop.wait(0.5):
+            self.peak = max(self.peak, _descendants_rss(os.getpid()))
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+
+def _run(name: str, executor, steps: int, root: Path) -> dict:
+    sw = grid_sweep("micro", GRID, seeds=2, steps=steps)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        res = run_sweep(sw, root / name.replace(" ", "-"), executor, images=False, report=True, sample_tokens=20)
+        wall = time.perf_counter() - t0
+    curves = (res.out / "curves.csv").read_bytes()
+    driver = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(f"{name:>12} ({steps} steps): {wall:7.1f} s wall, {len(res.runs) * 60 / wall:6.2f} runs/min; peak RSS of "
+          f"its child processes {mem.peak / 2**20:5.0f} MiB, driver max RSS {driver / 2**20:5.0f} MiB "
+          f"(was {rss0 / 2**20:.0f}); load {os.getloadavg()[0]:.1f}", flush=True)
+    shutil.rmtree(res.out)
+    return {"wall_s": wall, "runs": len(res.runs), "children_peak_rss_mib": mem.peak / 2**20,
+            "driver_max_rss_mib": driver / 2**20, "load_1min": os.getloadavg()[0], "curves": curves}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=2, help="repeat sequential / pool / ray this often, interleaved")
+    p.add_argument("--no-ray", action="store_true")
+    args = p.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    load_before = os.getloadavg()
+    print(f"12 runs of micro x {args.steps} steps ({GRID}, 2 seeds), {args.rounds} interleaved rounds; "
+          f"{os.cpu_count()} cores; load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}",
+          flush=True)
+    out: dict = {"steps": args.steps, "grid": GRID, "cores": os.cpu_count(), "machine": platform.machine(),
+                 "load_before": load_before, "rounds": []}
+    ray_ex = None
+    if not args.no_ray:
+        from tinyviz.experiments.executors import RayExecutor
+
+        t0 = time.perf_counter()
+        ray_ex = RayExecutor(None, num_cpus=args.workers)  # a private Ray on this machine
+        out["ray_start_s"] = time.perf_counter() - t0
+        print(f"ray.init (a private Ray on this machine, {args.workers} CPUs): {out['ray_start_s']:.1f} s", flush=True)
+    modes = [("sequential", LocalExecutor(1)), (f"pool x{args.workers}", LocalExecutor(args.workers))]
+    modes += [("ray local", ray_ex)] if ray_ex else []
+    walls: dict[str, list[float]] = {m: [] for m, _ in modes}
+    identical: dict[str, bool] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
+            root = Path(tmp)
+            reference = None
+            for _ in range(args.rounds):
+                row = {}
+                for name, ex in modes:
+                    r = _run(name, ex, args.steps, root)
+                    reference = reference or r["curves"]
+                    identical[name] = identical.get(name, True) and r["curves"] == reference
+                    walls[name].append(r["wall_s"])
+                    row[name] = {k: v for k, v in r.items() if k != "curves"}
+                out["rounds"].append(row)
+            # overhead: the same 12 runs at 2 steps each, where training is negligible
+            over = {name: _run(name, ex, 2, root)["wall_s"] for name, ex in modes[1:]}
+    finally:
+        if ray_ex:
+            ray_ex.close()
+    seq = sum(walls["sequential"])
+    out["throughput_vs_sequential"] = {m: seq / sum(w) for m, w in walls.items()}
+    out["identical_curves"] = identical
+    out["two_step_runs_wall_s"] = over
+    print("throughput vs sequential (summed over rounds): " + ", ".join(
+        f"{m} {r:.2f}x" for m, r in out["throughput_vs_sequential"].items()))
+    print(f"curves.csv byte-identical to sequential: {identical}")
+    if ray_ex:
+        pool_name = f"pool x{args.workers}"
+        out["ray_overhead_per_run_s"] = (over["ray local"] - over[pool_name]) / 12 * args.workers
+        print(f"12 two-step runs: pool {over[pool_name]:.1f} s, ray {over['ray local']:.1f} s -> Ray's overhead per "
+              f"run over the pool: {out['ray_overhead_per_run_s']:+.2f} s (per worker slot); ray.init "
+              f"{out['ray_start_s']:.1f} s once per sweep")
+    out["load_after"] = os.getloadavg()
+    print(f"load average after: {out['load_after'][0]:.2f} {out['load_after'][1]:.2f} {out['load_after'][2]:.2f}")
+    Path(__file__).with_name("sweep_results.json").write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
