@@ -451,12 +451,14 @@ def load_metrics(out: Path, rows: list[dict]) -> dict[str, dict[int, list[dict]]
 
 
 def _axis(values: list) -> dict:
-    """A parallel-coordinates dimension's values: numbers as they are, anything else as evenly spaced codes."""
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return {"values": values}
-    levels = list(dict.fromkeys(str(v) for v in values))
-    return {"values": [levels.index(str(v)) for v in values], "tickvals": list(range(len(levels))),
-            "ticktext": levels}
+    """A parallel-coordinates dimension for a grid field: its levels evenly spaced (sorted when numeric, so a
+    learning rate of 1e-3, 3e-3, 1e-2 reads as three steps, not two points squeezed at one end), labelled."""
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    levels = sorted(set(values)) if numeric else list(dict.fromkeys(str(v) for v in values))
+    codes = [levels.index(v if numeric else str(v)) for v in values]
+    return {"values": codes, "tickvals": list(range(len(levels))), "ticktext": [f"{v:g}" if numeric else v
+                                                                                  for v in levels],
+            "range": [-0.25, len(levels) - 0.75] if len(levels) > 1 else [-1, 1]}
 
 
 def parallel_figure(rows: list[dict], fields: list[str], title: str = "sweep"):
@@ -494,7 +496,7 @@ def heatmap_figure(rows: list[dict], fields: list[str], title: str = "sweep"):
     fig = go.Figure(go.Heatmap(z=z, x=[str(x) for x in xs], y=[str(y) for y in ys], text=text,
                                texttemplate="%{text}", colorscale="Viridis", colorbar=dict(title="val loss"),
                                hovertemplate=f"{fy}=%{{y}}<br>{fx}=%{{x}}<br>val loss %{{z:.4f}}<extra></extra>"))
-    fig.update_layout(title=f"{title}: final val loss, mean over seeds", xaxis_title=fx, yaxis_title=fy,
-                      xaxis_type="category", yaxis_type="category", template="plotly_white", width=700,
+    fig.update_layout(title=f"{title}: final val loss, mean over seeds (lower is better)", xaxis_title=fx,
+                      yaxis_title=fy, xaxis_type="category", yaxis_type="category", template="plotly_white", width=700,
                       height=420)
     return fig
