@@ -3,11 +3,19 @@
 A ``HookPoint`` is an identity module placed where an activation is worth seeing
 (``blocks.0.attn.hook_pattern``). Hooks attach by name through a context manager that
 always removes them, so capture never changes the model and never leaks.
+
+Hooks live in a ``contextvars.ContextVar``, not on the modules: the app caches one model for
+every browser session, and each session's script runs in its own thread (its own context), so
+one session's capture never sees another's hooks, and a plain forward in one thread stays plain
+while another thread captures. The model itself is never modified. (Measured against the
+alternatives, a lock per model and a copy per session, in benchmarks/isolation.py.) A thread
+started inside a ``hooks`` block does not inherit its hooks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Callable, Iterable
 
 import torch
@@ -17,18 +25,35 @@ from torch import nn
 HookFn = Callable[[torch.Tensor, str], torch.Tensor | None]
 NameFilter = None | str | Iterable[str] | Callable[[str], bool]
 
+# {hook point: hook functions, in the order they run}, for the calls of this thread / context only
+_ACTIVE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("tinyviz_hooks", default=None)
+
 
 class HookPoint(nn.Module):
-    """An identity whose name is filled in by the root module."""
+    """An identity whose name is filled in by the root module; it runs the hooks its caller's context
+    attached to it (``HookedRootModule.hooks``), each getting the previous one's output."""
 
     def __init__(self):
         super().__init__()
         self.name = ""
 
     def has_hooks(self) -> bool:
-        return bool(self._forward_hooks)
+        if torch.compiler.is_compiling():
+            return False
+        active = _ACTIVE.get()
+        return bool(self._forward_hooks) or (active is not None and self in active)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # torch.compile (the trainer's opt-in) cannot trace a ContextVar; a compiled model is never hooked
+        if torch.compiler.is_compiling():
+            return x
+        active = _ACTIVE.get()
+        if active is None:
+            return x
+        for fn in active.get(self, ()):
+            out = fn(x, self.name)
+            if out is not None:
+                x = out
         return x
 
 
@@ -58,20 +83,21 @@ class HookedRootModule(nn.Module):
 
     @contextlib.contextmanager
     def hooks(self, fwd_hooks: list[tuple[NameFilter, HookFn]]):
-        """Attach ``(name_or_filter, fn)`` hooks for the duration of the block."""
-        handles = []
+        """Run ``(name_or_filter, fn)`` hooks in this thread's forward passes for the duration of the block
+        (after any hooks of an enclosing block). Other threads never see them."""
+        active = dict(_ACTIVE.get() or {})  # a new dict: contexts that share the outer one are untouched
+        for names, fn in fwd_hooks:
+            match = _matcher(names)
+            hit = [hp for name, hp in self.hook_dict.items() if match(name)]
+            if isinstance(names, str) and not hit:
+                raise ValueError(f"no hook point named {names!r}; see model.hook_names().")
+            for hp in hit:
+                active[hp] = (*active.get(hp, ()), fn)
+        token = _ACTIVE.set(active)
         try:
-            for names, fn in fwd_hooks:
-                match = _matcher(names)
-                hit = [hp for name, hp in self.hook_dict.items() if match(name)]
-                if isinstance(names, str) and not hit:
-                    raise ValueError(f"no hook point named {names!r}; see model.hook_names().")
-                for hp in hit:
-                    handles.append(hp.register_forward_hook(_wrap(fn, hp.name)))
             yield self
         finally:
-            for h in handles:
-                h.remove()
+            _ACTIVE.reset(token)
 
     @torch.no_grad()
     def run_with_cache(
@@ -86,13 +112,6 @@ class HookedRootModule(nn.Module):
         with self.hooks([(names, save)] + list(fwd_hooks or [])):
             logits = self(tokens, **kwargs)
         return logits, cache
-
-
-def _wrap(fn: HookFn, name: str):
-    def hook(module, inputs, output):
-        return fn(output, name)
-
-    return hook
 
 
 def zero_head(layer: int, head: int) -> tuple[str, HookFn]:
