@@ -15,7 +15,9 @@ the CPU for a while slows both sides alike. Sections:
 3. capture of one 128-token prompt: every attention pattern, activation stats, head scores;
 4. 200 new tokens with and without the KV cache;
 5. interaction on the demo run: head click -> figure ready, temperature change -> new sample;
-6. peak RSS of a training run per preset and of a process with the demo run loaded.
+6. peak RSS of a training run per preset and of a process with the demo run loaded;
+7. an imported model's size (a random GPT-2 small, 124 M parameters, built in memory): what each
+   page computes on a 128-token prompt (Heads, Predictions, logit lens, Sample), 2 threads and 1.
 """
 
 from __future__ import annotations
@@ -257,6 +259,67 @@ def bench_interaction(args, tmp: Path) -> dict:
     return out
 
 
+# -- 7: a model of GPT-2 small's size, as `import` makes it ---------------------------------------
+
+GPT2_SMALL = dict(n_layers=12, n_heads=12, d_model=768, n_ctx=1024, d_vocab=50257, mlp="gelu_tanh",
+                  init="pytorch_default")
+
+
+def bench_big(args, tmp: Path) -> dict:
+    """Page work on a GPT-2-small-size model (random weights; a word-level tokenizer of 50257 'w<i>'
+    words stands in for GPT-2's BPE, so a prompt of 128 words is 128 tokens). Nothing is downloaded."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from tinyviz.analysis import plots
+    from tinyviz.data.foreign import HFTokenizer
+    from tinyviz.model.transformer import Transformer
+
+    big = dict(GPT2_SMALL, n_layers=2, n_heads=2, d_model=64, d_vocab=1000) if args.quick else GPT2_SMALL
+    cfg = ModelConfig(**big)
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    model = Transformer(cfg).eval()
+    build_s = time.perf_counter() - t0
+    vocab = Tokenizer(models.WordLevel({f"w{i}": i for i in range(cfg.d_vocab)}, unk_token="w0"))
+    vocab.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = HFTokenizer(vocab)
+    T = 32 if args.quick else 128
+    prompt = " ".join(f"w{(i * 7919) % cfg.d_vocab}" for i in range(T))
+    ids = tok.encode(prompt)
+    new = 8 if args.quick else 32
+
+    def heads_page():  # patterns, scores, labels and the two figures, serialised as Streamlit sends them
+        patterns = probes.attention_patterns(model, ids)
+        scores = probes.head_scores(patterns, ids, causal=True)
+        probes.head_entropy(patterns, causal=True)
+        labels = probes.label_heads(scores)
+        grid = plots.head_grid(patterns, "gpt2-small", None, labels, selected=(0, 0))
+        big_fig = plots.head_heatmap(patterns[0, 0], [tok.token_str(i) for i in ids], "gpt2-small", 0, 0, None,
+                                     labels[0][0])
+        return len(grid.to_json()) + len(big_fig.to_json())
+
+    timings = {
+        "capture (attention patterns)": lambda: probes.attention_patterns(model, ids),
+        "heads page (patterns, scores, grid + heatmap JSON)": heads_page,
+        "predictions (top-5 + loss per position)": lambda: (probes.top_predictions(model, ids, 5),
+                                                            probes.loss_per_position(model, ids)),
+        "logit lens (13 rows x 128 positions)": lambda: probes.logit_lens(model, ids, tok),
+        f"sample {new} new tokens (KV cache)": lambda: generate(model, tok, prompt, SampleConfig(
+            max_new_tokens=new, temperature=1.0, seed=0)),
+        "one head zero-ablated (one forward)": lambda: probes.ablation_loss(model, ids, [(0, 0)]),
+    }
+    out = {"config": big, "n_params": sum(p.numel() for p in model.parameters()), "prompt_tokens": len(ids),
+           "build_s": build_s, "new_tokens": new, "heads_json_bytes": heads_page(), "pages": {}}
+    n = 2 if args.quick else 3
+    threads = torch.get_num_threads()
+    for label, t in (("threads", threads), ("1 thread", 1)):
+        torch.set_num_threads(t)
+        out["pages"][label] = {name: summary(repeat(fn, n)) for name, fn in timings.items()}
+    torch.set_num_threads(threads)
+    out["threads"] = threads
+    return out
+
+
 # -- 6: memory, each in a fresh process -----------------------------------------------------------
 
 def _child(argv: list[str], module: str = "benchmarks.bench") -> dict:
@@ -344,6 +407,14 @@ def report(res: dict) -> str:
               f"(1 thread: {fmt(i['head_click_s_1thread'], 1e3, 0)}); "
               f"temperature change -> {i['new_tokens']}-token sample: {fmt(i['temperature_change_s'], 1e3, 0)} ms "
               f"(1 thread: {fmt(i['temperature_change_s_1thread'], 1e3, 0)})"]
+    b = res.get("gpt2_small") or {}
+    if b:
+        lines += ["", f"a {b['n_params'] / 1e6:.0f} M-parameter model (GPT-2 small's shape), "
+                      f"{b['prompt_tokens']}-token prompt, seconds median (min-max):"]
+        for label, rows in b["pages"].items():
+            for name, s in rows.items():
+                lines.append(f"  {name + ' (' + (str(b['threads']) if label == 'threads' else '1') + ' thr)':<62}"
+                             f"{fmt(s, 1, 2):>20}")
     lines += ["", "peak RSS MB: " + ", ".join(
         f"{k} {v['peak_rss_mb']:.0f}" if "peak_rss_mb" in v else f"{k} failed: {v.get('error')}"
         for k, v in res["memory"].items())]
@@ -361,7 +432,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 leaves torch's default)")
     p.add_argument("--demo", default="checkpoints/demo")
     p.add_argument("--skip", default="",
-                   help="comma-separated sections to skip: training,inspection,interaction,memory")
+                   help="comma-separated sections to skip: training,inspection,interaction,memory,gpt2_small")
     p.add_argument("--child-train"), p.add_argument("--child-steps", type=int, default=10)
     p.add_argument("--child-baseline", action="store_true")
     args = p.parse_args(argv)
@@ -385,6 +456,7 @@ def main(argv=None) -> int:
         "inspection": lambda tmp: bench_inspection(args, tmp),
         "interaction": lambda tmp: bench_interaction(args, tmp),
         "memory": lambda tmp: bench_memory(args, tmp, presets),
+        "gpt2_small": lambda tmp: bench_big(args, tmp),
     }
     res["section_s"] = {}
     with tempfile.TemporaryDirectory(prefix="tinyviz-bench-") as d:

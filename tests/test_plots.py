@@ -95,3 +95,18 @@ def test_candidates_bar_marks_the_chosen_token():
     fig = plots.candidates_bar(step.candidates, "b", "demo", 4, "T=1")
     assert list(fig.data[0].marker.color) == ["#d62728", "#1f77b4"]
     assert "token 5" in fig.layout.title.text and fig.layout.xaxis.title.text == "probability"
+
+
+def test_a_big_head_grid_shows_thumbnails_that_keep_a_one_token_stripe():
+    # GPT-2 small: 12 x 12 heads on 128 tokens would send 2.4 M values; thumbnails send at most GRID_VALUES
+    T = 128
+    p = np.zeros((12, 12, T, T), np.float32)
+    p[..., np.arange(1, T), np.arange(T - 1)] = 1.0  # every head attends to the previous token
+    fig = plots.head_grid(p, "gpt2-small", labels=[["prev_token"] * 12] * 12, selected=(11, 11))
+    cells = [t.z for t in fig.data if t.type == "heatmap"]
+    assert len(cells) == 144 and sum(np.asarray(z).size for z in cells) <= plots.GRID_VALUES
+    z = np.asarray(cells[0])
+    assert (np.diag(z, -1) == 1).all() or (np.diag(z) == 1).all()  # the stripe survives at full strength
+    assert "thumbnails" in fig.layout.title.text
+    small = plots.head_grid(p[:2, :2, :16, :16], "tiny")
+    assert np.asarray(small.data[0].z).shape == (16, 16) and "thumbnails" not in small.layout.title.text

@@ -130,14 +130,35 @@ def _check_patterns(patterns: np.ndarray) -> np.ndarray:
     return p
 
 
+GRID_VALUES = 400_000  # attention values one head grid sends at most; beyond, cells become thumbnails
+
+
+def thumbnails(p: np.ndarray, budget: int = GRID_VALUES) -> tuple[np.ndarray, int]:
+    """Patterns [L, H, T, T] shrunk so that all of them hold at most ``budget`` values: each f x f block
+    becomes its maximum (a sharp one-token stripe stays visible, a mean would fade it). Returns
+    (thumbnails [L, H, ceil(T/f), ceil(T/f)], f); f = 1 leaves them as they are."""
+    L, H, T = p.shape[0], p.shape[1], p.shape[-1]
+    f = 1
+    while L * H * (-(-T // f)) ** 2 > budget and f < T:
+        f += 1
+    if f == 1:
+        return p, 1
+    n = -(-T // f)
+    padded = np.zeros((L, H, n * f, n * f), dtype=p.dtype)
+    padded[..., :T, :T] = p
+    return padded.reshape(L, H, n, f, n, f).max(axis=(3, 5)), f
+
+
 def head_grid(patterns: np.ndarray, run: str, step: int | None = None,
               labels: list[list[str]] | None = None, selected: tuple[int, int] | None = None) -> go.Figure:
     """Every head's pattern [L, H, T, T] as a grid of small heatmaps, clickable.
 
     Heatmaps emit no click events in Streamlit, so each cell carries an invisible scatter of
-    square markers whose ``customdata`` is ``[layer, head]`` (plain lists, not arrays).
+    square markers whose ``customdata`` is ``[layer, head]`` (plain lists, not arrays). A big grid
+    (e.g. GPT-2 small's 12 x 12 heads on 128 tokens) shows thumbnails (``thumbnails``) so the page
+    stays light; the clicked head's own heatmap is always full size.
     """
-    p = _check_patterns(patterns)
+    p, pooled = thumbnails(_check_patterns(patterns))
     L, H, T = p.shape[0], p.shape[1], p.shape[-1]
     names = [f"L{l}H{h} " + (_SHORT.get(labels[l][h], labels[l][h]) if labels else "")
              for l in range(L) for h in range(H)]
@@ -165,8 +186,9 @@ def head_grid(patterns: np.ndarray, run: str, step: int | None = None,
         ref = "" if l * H + h == 0 else str(l * H + h + 1)
         fig.add_shape(type="rect", xref=f"x{ref} domain", yref=f"y{ref} domain", x0=0, x1=1, y0=0, y1=1,
                       line=dict(color="#d62728", width=3))
-    _layout(fig, title("All heads", run, step is not None and f"step {step}"),
-            height=80 + L * int(min(200, 560 / H)),
+    heading = "All heads" + (f" (thumbnails: each {pooled}x{pooled} block shows its maximum)" if pooled > 1 else "")
+    _layout(fig, title(heading, run, step is not None and f"step {step}"),
+            height=80 + L * int(min(200, max(48, 560 / H))),
             coloraxis=dict(colorscale=ATTN_SCALE, cmin=0, cmax=1, showscale=False),
             margin=dict(l=10, r=10, t=60, b=10),
             hovermode="closest", clickmode="event+select", dragmode=False)

@@ -78,7 +78,10 @@ def parse_head(name: str) -> tuple[int, int]:
     return int(layer[1:]), int(head[1:])
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
+AUTO_ABLATION_HEADS = 32  # more heads (an imported GPT-2 small has 144): the Heads page asks first
+
+
+@st.cache_data(max_entries=32, show_spinner="Zeroing each head in turn...")
 def single_head_ablation(run_id: str, step: int | None, version: int, ids: tuple) -> np.ndarray:
     """[L, H]: the loss increase on the prompt when each head alone is zeroed (weights at step)."""
     model = loaders.model(run_id, step)

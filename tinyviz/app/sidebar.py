@@ -10,7 +10,7 @@ import streamlit as st
 from tinyviz.analysis import export
 from tinyviz.app import loaders, state
 from tinyviz.app.registry import registry
-from tinyviz.app.uploads import UploadError, extract_run_zip
+from tinyviz.app.uploads import UploadError, extract_run_zip, import_server_model, import_uploaded_model
 from tinyviz.training.runs import Run, RunError
 
 URL_PARAM = "run"  # ?run=NAME: the current run's folder name
@@ -64,6 +64,49 @@ def _on_upload() -> None:
         return
     state.set_run(str(run.path))
     state.put(state.UPLOAD_MSG, ("success", f"Added {run.name} from {file.name}."))
+
+
+def _import(how: str) -> None:
+    """Import from the uploaded files or the server path; the outcome is a sentence under the box."""
+    try:
+        if how == "upload":
+            files = st.session_state.get(state.IMPORT_FILES) or []
+            res = import_uploaded_model([(f.name, f.getvalue()) for f in files], loaders.runs_root())
+        else:
+            res = import_server_model(st.session_state.get(state.IMPORT_PATH, ""), loaders.runs_root(),
+                                      st.session_state.get(state.IMPORT_TOKENIZER, ""))
+    except (ValueError, OSError) as e:  # ImportRefused, UploadError, RunError: one sentence each
+        state.put(state.IMPORT_MSG, ("error", f"Not imported: {_sentence(e)}"))
+        return
+    m = res.run.config.model
+    state.set_run(str(res.run.path))
+    notes = "".join(f" Note: {n}." for n in res.notes)
+    state.put(state.IMPORT_MSG, ("success", f"Opened {res.run.name}: a {res.kind} model, {res.n_params:,} parameters, "
+                                            f"{m.n_layers} layers x {m.n_heads} heads.{notes}"))
+
+
+def _sentence(e: Exception) -> str:
+    text = str(e) or type(e).__name__
+    return text[0].upper() + text[1:]
+
+
+def open_elsewhere_box() -> None:
+    """'Open a model trained elsewhere': nanoGPT, llama2.c or Hugging Face, by upload or by a path on the server."""
+    with st.expander("Open a model trained elsewhere", icon=":material/input:"):
+        st.caption("A nanoGPT ckpt.pt with its meta.pkl, a llama2.c .bin with its tokenizer.bin, or a Hugging Face "
+                   "GPT-2 / Llama folder (config.json, model.safetensors, tokenizer.json). It becomes a run here.")
+        st.file_uploader("Upload the model and its tokenizer", accept_multiple_files=True, key=state.IMPORT_FILES,
+                         help="up to 200 MB in all; open bigger models by their path on the server below")
+        st.button("Open the uploaded files", key="sidebar_import_upload", on_click=_import, args=("upload",))
+        st.text_input("...or a path on the server", key=state.IMPORT_PATH,
+                      placeholder="out-shakespeare-char/ckpt.pt, stories15M.bin, hf/gpt2-folder")
+        st.text_input("Tokenizer (optional)", key=state.IMPORT_TOKENIZER,
+                      placeholder="default: the one beside the model",
+                      help="tokenizer.json, meta.pkl or tokenizer.bin; needed for a GPT-2 BPE nanoGPT checkpoint")
+        st.button("Open the path", key="sidebar_import_path_go", on_click=_import, args=("path",))
+        msg = state.get(state.IMPORT_MSG)
+        if msg:
+            (st.error if msg[0] == "error" else st.success)(msg[1])
 
 
 def current_run() -> tuple[list[str], str | None]:
@@ -165,6 +208,7 @@ def run_picker(ids: list[str], current: str | None) -> None:
         msg = state.get(state.UPLOAD_MSG)
         if msg:
             (st.error if msg[0] == "error" else st.success)(msg[1])
+        open_elsewhere_box()
         training = registry().running()
         if training:
             st.caption("Training now: " + ", ".join(Path(j.run_id).name for j in training))

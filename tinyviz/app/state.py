@@ -15,6 +15,10 @@ RUN_PICKER = "sidebar_run"  # the sidebar selectbox (a prefix: its key changes w
 RUN_PICKER_DRAWN = "run_picker_drawn"  # the key of the picker the latest run drew
 UPLOAD = "sidebar_upload"  # the run-zip uploader
 UPLOAD_MSG = "sidebar_upload_msg"  # (kind, sentence) of the last upload
+IMPORT_FILES = "sidebar_import_files"  # "Open a model trained elsewhere": uploaded model + tokenizer files
+IMPORT_PATH = "sidebar_import_path"  # ... or a path on the server, and a tokenizer path
+IMPORT_TOKENIZER = "sidebar_import_tokenizer"
+IMPORT_MSG = "sidebar_import_msg"  # (kind, sentence) of the last import
 BUNDLE = "bundle"  # {figure name: (figure, dataframe)} chosen for the write-up bundle
 BUNDLE_ZIP = "bundle_zip"  # (zip bytes, notes) once built
 STEP = "weights_step"  # the step control's choice: a kept step, or None for the latest
@@ -28,6 +32,7 @@ HEADS_GRID = "heads_grid"  # the clickable grid chart's selection state
 HEAD_LAYER = "head_layer"
 HEAD_HEAD = "head_head"
 HEADS_ABLATE = "heads_ablate"
+HEADS_ABLATE_ALL = "heads_ablate_all"  # big models: the per-head ablation bars only on request
 
 # Predictions
 PRED_PROMPT = "pred_prompt"

@@ -33,3 +33,61 @@ def extract_run_zip(data: bytes, root: Path, filename: str = "run.zip") -> Run:
     except RunError as e:
         raise UploadError(f"{filename}: {e}") from None
     return run
+
+
+# -- models trained elsewhere (nanoGPT, llama2.c, Hugging Face) ----------------------------------------------
+_TOKENIZER_NAMES = re.compile(r"^(tokenizer\.(json|bin)|meta\.pkl|tok\d+\.bin)$")
+MAX_MODEL_UPLOAD_BYTES = 200_000_000  # Streamlit's own upload cap; bigger models open by a path on the server
+
+
+def _safe_name(name: str, fallback: str = "imported") -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("._-")[:70] or fallback
+
+
+def _unique(root: Path, name: str) -> Path:
+    path, i = root / name, 2
+    while path.exists():
+        path, i = root / f"{name}-{i}", i + 1
+    return path
+
+
+def import_uploaded_model(files: list[tuple[str, bytes]], root: Path, name: str = ""):
+    """Uploaded files (the model file, and its config.json / tokenizer beside it) -> a new run under root.
+
+    The files are written to a temporary folder under their own base names (never a path the browser
+    sent), the model file is the one that is neither a config nor a tokenizer, and nothing is left
+    behind when the import is refused."""
+    import tempfile
+
+    from tinyviz.training.importer import import_model
+
+    if not files:
+        raise UploadError("choose the model file (and its tokenizer) to upload.")
+    total = sum(len(d) for _, d in files)
+    if total > MAX_MODEL_UPLOAD_BYTES:
+        raise UploadError(f"the upload is {total / 1e6:.0f} MB, over the {MAX_MODEL_UPLOAD_BYTES / 1e6:.0f} MB limit; "
+                          "give the model's path on the server instead.")
+    names = [_safe_name(Path(n).name, f"file{i}") for i, (n, _) in enumerate(files)]
+    # HF folders also hold generation_config.json, tokenizer_config.json, ...: no .json is the model
+    models = [n for n in names if not n.endswith(".json") and not _TOKENIZER_NAMES.match(n)]
+    if len(models) != 1:
+        raise UploadError("upload exactly one model file (ckpt.pt, a llama2.c .bin or model.safetensors) with its "
+                          f"config.json and tokenizer; got {', '.join(names)}.")
+    with tempfile.TemporaryDirectory(prefix="tinyviz-import-") as d:
+        for n, (_, data) in zip(names, files):
+            (Path(d) / n).write_bytes(data)
+        out = _unique(Path(root), _safe_name(name or Path(models[0]).stem))
+        return import_model(Path(d) / models[0], out, source_label=f"upload: {', '.join(names)}")
+
+
+def import_server_model(path: str, root: Path, tokenizer: str = "", name: str = ""):
+    """A model at a path on the server (a file or a folder) -> a new run under root."""
+    from tinyviz.training.importer import import_model
+
+    if not path.strip():
+        raise UploadError("type the path of a ckpt.pt, a llama2.c .bin or a Hugging Face folder on the server.")
+    src = Path(path.strip()).expanduser()
+    default = src.name if src.is_dir() else (src.parent.name if src.name in ("ckpt.pt", "model.safetensors")
+                                             else src.stem)
+    out = _unique(Path(root), _safe_name(name or default))
+    return import_model(src, out, tokenizer.strip() or None)
