@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import shutil
 import struct
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 
+from tinyviz import resources
 from tinyviz.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tinyviz.data.foreign import HFTokenizer, Llama2cTokenizer, TokenizerFileError, read_meta_pkl
 from tinyviz.data.text import CharTokenizer
@@ -62,55 +62,10 @@ def sha256_file(path: Path) -> str:
 
 
 # -- memory ------------------------------------------------------------------------------------------------
-def available_memory() -> int:
-    """Bytes this process can still allocate: MemAvailable, or the cgroup limit minus usage if lower."""
-    avail = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                avail = int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    if avail is None:
-        try:
-            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return 1 << 62  # unknown: do not refuse
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
-        if limit != "max":
-            avail = min(avail, int(limit) - used)
-    except (OSError, ValueError):
-        pass
-    return avail
-
-
-def estimate_bytes(cfg: ModelConfig) -> int:
-    """Bytes an import needs at its peak: the float32 weights twice (the file's tensors and the model),
-    the RoPE tables, and one generation's KV cache over the full context."""
-    d, L, V, ff = cfg.d_model, cfg.n_layers, cfg.d_vocab, cfg.ff_size
-    kv = cfg.kv_heads * cfg.d_head
-    q = cfg.n_heads * cfg.d_head
-    per_layer = d * (q + 2 * kv) + q * d + ff * d * (3 if cfg.mlp == "swiglu" else 2)
-    params = V * d * (1 if cfg.tie_embeddings else 2) + L * per_layer
-    params += cfg.n_ctx * d if cfg.pos_emb == "learned" else 0
-    kv_cache = 2 * L * kv * cfg.n_ctx
-    rope = cfg.n_ctx * cfg.d_head if cfg.pos_emb == "rope" else 0
-    return 4 * (2 * params + kv_cache + rope)
-
-
-def _gb(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
-
-
 def check_memory(cfg: ModelConfig, what: str) -> None:
-    need, have = estimate_bytes(cfg), available_memory()
-    if need > have:
-        raise ImportRefused(
-            f"{what} needs about {_gb(need)} of memory to open ({cfg.n_layers} layers, d_model {cfg.d_model}, "
-            f"vocab {cfg.d_vocab}, context {cfg.n_ctx}) but only {_gb(have)} is available; nothing was loaded. "
-            "Free memory or open it on a bigger machine.")
+    """Refuse, before any tensor is read, a model that does not fit (tinyviz.resources' inference estimate)."""
+    resources.check_fits(cfg, "inference", label=what,
+                         advice="nothing was loaded; free some memory or open it on a machine with more")
 
 
 # -- finding what the path holds ----------------------------------------------------------------------------
