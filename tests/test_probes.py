@@ -316,3 +316,75 @@ def test_leakage():
     copying[0]["loss"] = math.log(VOCAB)
     (w,) = health.health_checks(copying, vocab_size=VOCAB, causal=False)
     assert "copying the answer from the future" in w.message
+
+
+def test_a_head_below_every_threshold_is_mixed_and_one_at_its_threshold_is_labelled():
+    scores = {name: np.zeros((1, 3), np.float32) for name in probes.HEAD_THRESHOLDS}
+    scores["prev_token"][0, 1] = probes.HEAD_THRESHOLDS["prev_token"]  # exactly at it: "clears"
+    scores["sink"][0, 2] = 0.99 * probes.HEAD_THRESHOLDS["sink"]  # just below
+    assert probes.label_heads(scores) == [["mixed", "prev_token", "mixed"]]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m: probes.ablation_loss(m, prompt(), [(2, 0)]),
+     "head (2, 0) does not exist: layers are 0..1, heads 0..1."),
+    (lambda m: probes.logit_lens(m, prompt(), k=0), "k=0 must be between 1 and the vocabulary size 11."),
+    (lambda m: probes.top_predictions(m, prompt(), k=12), "k=12 must be between 1 and the vocabulary size 11."),
+    (lambda m: probes.loss_per_position(m, [3]), "this probe needs a prompt of at least 2 tokens; got 1."),
+    (lambda m: probes.induction_scores(m, 11, in_distribution_text="abcabc"),
+     "in_distribution_text needs a tokenizer to encode it; pass tokenizer=..."),
+    (lambda m: probes.induction_scores(m, 1),
+     "the vocabulary size 1 is too small for random tokens; it must be at least 2."),
+    (lambda m: probes.induction_scores(m, 11, period=48),
+     "period=48, reps=2: the period must be in 2..47 (n_ctx=48) "
+     "and the sequence must repeat at least twice (reps >= 2)."),
+], ids=["ablation", "lens-k", "top-k", "loss-len", "no-tokenizer", "vocab", "period"])
+def test_probe_argument_errors_are_sentences(call, message):
+    with pytest.raises(ValueError) as err:
+        call(tiny())
+    assert str(err.value) == message
+
+
+def test_top_one_prediction_is_the_argmax():
+    model = tiny(init="pytorch_default")
+    ids, p = probes.top_predictions(model, prompt(), k=1)
+    with torch.no_grad():
+        probs = model(prompt()[None])[0].softmax(-1)
+    assert ids.shape == (T, 1) and np.array_equal(ids[:, 0], probs.argmax(-1).numpy())
+
+
+@pytest.mark.parametrize("vocab, expect_below", [(5, 5), (None, 11), ("tokenizer", 11)])
+def test_induction_random_ids_stay_inside_the_vocabulary_given(monkeypatch, vocab, expect_below):
+    """Random ids are drawn below the tokenizer's vocabulary (an id it never makes is not used);
+    with no vocabulary given, below the model's d_vocab."""
+    seen = []
+    real = probes.attention_patterns
+    monkeypatch.setattr(probes, "attention_patterns", lambda m, t: seen.append(np.asarray(t)) or real(m, t))
+    src = StubTokenizer() if vocab == "tokenizer" else vocab
+    probes.induction_scores(tiny(), src)
+    (seq,) = seen
+    assert seq.max() < expect_below and len(set(seq.tolist())) > 3
+
+
+def test_induction_random_score_is_the_same_on_every_call():
+    model = tiny()
+    a, b = probes.induction_scores(model, 11), probes.induction_scores(model, 11)
+    assert np.array_equal(a["random"], b["random"])
+
+
+def test_a_non_causal_models_entropy_counts_every_key_even_when_its_heads_look_back_only():
+    """causal= comes from the model's config, not from what its patterns look like."""
+    model = tiny(causal=False)
+    heads, _ = known_heads()
+    looks_causal = torch.from_numpy(heads["uniform"]).float()  # spread evenly over keys 0..q
+
+    def wire(pattern, name):
+        return looks_causal.expand_as(pattern).clone()
+
+    with model.hooks([(f"blocks.{l}.attn.hook_pattern", wire) for l in range(2)]):
+        snap = probes.probe_snapshot(model, prompt())
+    p = np.broadcast_to(heads["uniform"], (2, 2, T, T))
+    as_non_causal = probes.head_entropy(p, causal=False)
+    assert not np.allclose(as_non_causal, probes.head_entropy(p))  # auto-detected: causal
+    assert np.allclose(snap["entropy"], as_non_causal)
+    assert probes.head_entropy(p, normalized=True, causal=False)[0, 0] < 0.9  # row q spreads over q+1 of T keys
