@@ -206,7 +206,7 @@ def test_probe_snapshot_agrees_with_the_separate_probes(kw):
     assert snap["entropy_mean"] == pytest.approx(float(np.mean(snap["entropy"])))
     for name, s in probes.head_scores(patterns, tokens.numpy(), causal=causal).items():
         assert np.allclose(snap["scores"][name], s, atol=1e-6)
-    json.dumps({k: v for k, v in snap.items() if k != "patterns"})
+    json.dumps({k: v for k, v in snap.items() if k not in ("patterns", "scores", "entropy")})  # the metadata
 
 
 def test_induction_scores():
@@ -253,7 +253,7 @@ def healthy(n=600) -> list[dict]:
         loss = 1.5 + (math.log(VOCAB) - 1.5) * math.exp(-s / 80) + rng.normal(0, 0.02)
         m = {"step": s, "loss": loss, "grad_norm": 1.0 + rng.normal(0, 0.1)}
         if s % 100 == 0:
-            m["extra"] = {"entropy_mean": 2.0 - s / 1000}
+            m["entropy_mean"] = 2.0 - s / 1000
         out.append(m)
     return out
 
@@ -304,7 +304,7 @@ def test_grad_explosion_reports_each_episode_once():
 
 def test_entropy_collapse_needs_a_drop_and_a_loss_spike():
     m = healthy()
-    m[399]["extra"] = {"entropy_mean": 0.5}  # from 1.7 at step 300
+    m[399]["entropy_mean"] = 0.5  # from 1.7 at step 300
     assert codes(m) == []
     m[380]["loss"] = 6.0
     assert codes(m) == ["entropy_collapse"]

@@ -103,4 +103,42 @@ def test_on_snapshot_fires_for_each_snapshot(tiny_cfg, tmp_path):
     steps = []
     session.train(on_snapshot=steps.append)
     assert steps == [20, 40]
-    assert all("entropy_mean" in m["extra"] for m in Run.open(tmp_path / "r").metrics() if m["step"] in (20, 40))
+    metrics = Run.open(tmp_path / "r").metrics()
+    assert [m["step"] for m in metrics if m["entropy_mean"] is not None] == [20, 40]
+
+
+def test_snapshots_store_head_scores_as_arrays_and_read_the_older_json_form(tiny_cfg, tmp_path):
+    from safetensors.torch import save_file
+
+    from tinyviz.analysis import probes
+
+    session = TrainingSession.start(tiny_cfg, tmp_path / "r")
+    fresh = probes.probe_snapshot(session.trainer.model, torch.tensor(session.probe_ids))
+    snap = session.run.load_snapshot(0)
+    assert list(snap["scores"]) == list(probes.SCORE_NAMES) and snap["entropy"].shape == (2, 2)
+    for name in probes.SCORE_NAMES:
+        np.testing.assert_array_equal(snap["scores"][name], fresh["scores"][name])
+    np.testing.assert_array_equal(snap["entropy"], fresh["entropy"])
+    # written before: scores and entropy as nested lists inside the JSON metadata
+    info = {"act_stats": fresh["act_stats"], "entropy_mean": fresh["entropy_mean"],
+            "entropy": fresh["entropy"].tolist(), "scores": {k: v.tolist() for k, v in fresh["scores"].items()}}
+    tensors = {"patterns": torch.as_tensor(fresh["patterns"]), "tokens": torch.tensor(session.probe_ids)}
+    save_file(tensors, str(tmp_path / "r" / "snapshots" / "step_0000007.safetensors"),
+              metadata={"step": "7", "info": json.dumps(info)})
+    old = session.run.load_snapshot(7)
+    for name in probes.SCORE_NAMES:
+        np.testing.assert_array_equal(old["scores"][name], fresh["scores"][name])
+    np.testing.assert_array_equal(old["entropy"], fresh["entropy"])
+    assert old["act_stats"] == fresh["act_stats"] and old["entropy_mean"] == fresh["entropy_mean"]
+
+
+def test_metrics_are_appended_through_the_run_and_old_records_read_at_one_depth(tmp_path, tiny_cfg):
+    """entropy_mean sits at the top level of a record; runs written before kept it under "extra"."""
+    run = TrainingSession.start(tiny_cfg, tmp_path / "r").run
+    with run.metrics_log() as append:
+        append({"step": 1, "loss": 3.0, "extra": {"entropy_mean": 1.25, "sample": "abc"}})
+        append({"step": 2, "loss": 2.9, "entropy_mean": 1.5, "extra": {}})
+    with open(tmp_path / "r" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "loss"')  # a line torn by a crash mid-append
+    assert run.metrics() == [{"step": 1, "loss": 3.0, "entropy_mean": 1.25, "extra": {"sample": "abc"}},
+                             {"step": 2, "loss": 2.9, "entropy_mean": 1.5, "extra": {}}]

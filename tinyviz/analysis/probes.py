@@ -350,8 +350,8 @@ def ablation_loss(model, tokens, heads: list[tuple[int, int]]) -> dict:
 
 def probe_snapshot(model, tokens) -> dict:
     """What the trainer stores every snapshot, from one forward pass over the prompt:
-    {"patterns": [L, H, T, T] float16, "act_stats": activation_stats list, "entropy": [L, H]
-    list, "entropy_mean": float, "scores": {name: [L, H] list}}."""
+    {"patterns": [L, H, T, T] float16, "act_stats": activation_stats list, "entropy": [L, H],
+    "entropy_mean": float, "scores": {name: [L, H]}} (arrays float32 unless said)."""
     toks = _batch(model, tokens)
     cfg = model.cfg
     with _inference(model):
@@ -362,7 +362,7 @@ def probe_snapshot(model, tokens) -> dict:
     return {
         "patterns": patterns.half().numpy(),  # torch converts to float16 far faster than numpy
         "act_stats": _act_stats(cache, cfg),
-        "entropy": entropy.tolist(),
+        "entropy": entropy,
         "entropy_mean": float(entropy.mean()),
-        "scores": {name: s.tolist() for name, s in scores.items()},
+        "scores": scores,
     }

@@ -22,6 +22,7 @@ import streamlit as st
 
 from tinyviz.app import state, widgets
 from tinyviz.experiments import ablate, ablations
+from tinyviz.training.runs import metrics_lines_since
 
 
 @dataclass
@@ -40,16 +41,7 @@ class AblationJob:
 
     def done_steps(self) -> int:
         """Steps logged by this ablation's runs so far (a folder left from an earlier launch counts 0)."""
-        n = 0
-        for folder in self.folders:
-            f = folder / "metrics.jsonl"
-            try:
-                if f.stat().st_mtime >= self.started:
-                    with open(f, "rb") as fh:
-                        n += fh.read().count(b"\n")
-            except OSError:
-                continue
-        return min(n, self.total)
+        return min(sum(metrics_lines_since(folder, self.started) for folder in self.folders), self.total)
 
     def error(self) -> str:
         """The CLI's one-sentence error, or the end of its output."""
@@ -80,7 +72,7 @@ class AblationJobs:
                 raise RuntimeError(f"the ablation {self.job.preset!r} is still running; stop it or wait for it.")
             out = root / f"ablate-{preset}"
             out.mkdir(parents=True, exist_ok=True)
-            (out / "ablation.json").unlink(missing_ok=True)
+            (out / ablate.RESULT).unlink(missing_ok=True)  # is_finished() says False until this run writes it
             log = out / "ablate.log"
             cmd = [sys.executable, "-m", "tinyviz", "ablate", preset, "--seeds", str(seeds), "--steps", str(steps),
                    "--corpus", corpus, "--out", str(out)]
@@ -154,13 +146,12 @@ def _progress() -> None:
 
 
 def _result(job: AblationJob) -> None:
-    if job.proc.returncode != 0 or not (job.out / "ablation.json").exists():
+    if job.proc.returncode != 0 or not ablate.is_finished(job.out):
         st.warning(f"{job.preset}: " + ("stopped." if job.proc.returncode == -signal.SIGTERM else job.error()))
         return
-    summary = (job.out / "summary.md").read_text(encoding="utf-8")
-    verdict = next((ln for ln in summary.splitlines() if ln.startswith("**Verdict")), "")
-    st.success(f"{job.preset}: {verdict.replace('**', '')}")
+    label, sentence = ablate.read_result(job.out)["verdict"]
+    st.success(f"{job.preset}: Verdict: {label}. {sentence}")
     fig = ablate.loss_figure(ablate.load_metrics(job.out), f"ablation {job.preset}")
     widgets.chart(fig, f"ablation-{job.preset}", key=f"ablate_fig_{job.preset}")
     with st.expander("Summary: table, arms and rule"):
-        st.markdown(summary)
+        st.markdown(ablate.read_summary(job.out))

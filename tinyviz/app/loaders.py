@@ -13,7 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 from tinyviz.analysis import probes
-from tinyviz.training.runs import MODEL, Run, RunError, list_runs
+from tinyviz.training.runs import CONFIG, METRICS, MODEL, TOKENIZER, Run, RunError, file_version, list_runs
 
 DEMO = "demo"
 
@@ -69,21 +69,21 @@ def shown_step(run_id: str) -> int:
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _open(run_id: str, version: int) -> Run:
+def _open(run_id: str, version: tuple) -> Run:
     return Run.open(Path(run_id))
 
 
 def open_run(run_id: str) -> Run:
-    return _open(run_id, _mtime(Path(run_id) / "config.json"))
+    return _open(run_id, file_version(run_id, CONFIG))
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _tokenizer(run_id: str, version: int):
+def _tokenizer(run_id: str, version: tuple):
     return Run.open(Path(run_id)).tokenizer()
 
 
 def tokenizer(run_id: str):
-    return _tokenizer(run_id, _mtime(Path(run_id) / "tokenizer.json"))
+    return _tokenizer(run_id, file_version(run_id, TOKENIZER))
 
 
 @st.cache_resource(max_entries=6, show_spinner="Loading the model...")
@@ -125,13 +125,7 @@ def _metrics(run_id: str, version: tuple) -> list[dict]:
 
 
 def metrics(run_id: str) -> list[dict]:
-    path = Path(run_id) / "metrics.jsonl"
-    try:
-        st_ = path.stat()
-        version = (st_.st_mtime_ns, st_.st_size)
-    except FileNotFoundError:
-        version = (0, 0)
-    return _metrics(run_id, version)
+    return _metrics(run_id, file_version(run_id, METRICS))
 
 
 def current_run_or_error() -> Run | None:

@@ -35,6 +35,8 @@ from tinyviz.experiments.ablations import (
 )
 from tinyviz.experiments.executors import SAMPLE_TOKENS, LocalExecutor
 from tinyviz.experiments.sweep import (  # noqa: F401  (run_folder: part of this module's API, used by the app)
+    CURVES,
+    SUMMARY,
     ablation_sweep,
     curves_csv,
     loss_figure,
@@ -44,6 +46,8 @@ from tinyviz.experiments.sweep import (  # noqa: F401  (run_folder: part of this
 )
 
 log = logging.getLogger(__name__)
+
+RESULT = "ablation.json"  # in an ablation's output folder, beside the sweep's files (sweep.CURVES, sweep.SUMMARY)
 
 
 def arm_stats(arm: str, seed_metrics: dict[int, list[dict]], extras: dict[int, dict]) -> ArmStats:
@@ -156,13 +160,28 @@ def summary_markdown(res: AblationResult) -> str:
     return "\n".join(out) + "\n"
 
 
+def is_finished(out: Path) -> bool:
+    """Whether out holds a finished ablation (its ablation.json is written last but one, before summary.md)."""
+    return (Path(out) / RESULT).is_file()
+
+
+def read_result(out: Path) -> dict:
+    """ablation.json of a finished ablation folder: preset, claim, rule, "verdict" [label, sentence], seeds,
+    base config, wall_s, workers, runs (each run's extras) and the arm stats."""
+    return json.loads((Path(out) / RESULT).read_text(encoding="utf-8"))
+
+
+def read_summary(out: Path) -> str:
+    """summary.md of a finished ablation folder (Markdown: claim, verdict, arms, the table)."""
+    return (Path(out) / SUMMARY).read_text(encoding="utf-8")
+
+
 def load_metrics(out: Path) -> dict[str, dict[int, list[dict]]]:
     """arm -> seed -> metrics records of a finished ablation folder (one with ablation.json)."""
     from tinyviz.training.runs import Run
 
-    runs = json.loads((Path(out) / "ablation.json").read_text(encoding="utf-8"))["runs"]
     metrics: dict[str, dict[int, list[dict]]] = {}
-    for r in runs:
+    for r in read_result(out)["runs"]:
         metrics.setdefault(r["arm"], {})[r["seed"]] = Run.open(Path(out) / Path(r["path"]).name).metrics()
     return metrics
 
@@ -201,16 +220,16 @@ def _finish(res: AblationResult, images: bool = True) -> None:
         res.verdict = ab.verdict(res.stats)
     except (ZeroDivisionError, KeyError, ValueError) as e:  # e.g. every seed of an arm hit NaN
         res.verdict = ("undecided", f"the rule could not be applied ({type(e).__name__}: {e}).")
-    (out / "curves.csv").write_text(curves_csv(metrics), encoding="utf-8")
+    (out / CURVES).write_text(curves_csv(metrics), encoding="utf-8")
     fig = loss_figure(metrics, f"{ab.name}: train loss (mean, min-max over {len(res.seeds)} seeds), val dashed — "
                                f"{Path(res.base.data.corpus).name}")
     res.notes = write_figure(fig, out / "loss", images)
-    (out / "ablation.json").write_text(json.dumps({
+    (out / RESULT).write_text(json.dumps({
         "preset": ab.name, "claim": ab.claim, "rule": ab.rule, "verdict": list(res.verdict), "seeds": res.seeds,
         "base": res.base.to_dict(), "wall_s": res.wall_s, "workers": res.workers, "runs": res.runs,
         "stats": {k: dataclasses.asdict(v) for k, v in res.stats.items()},
     }, indent=1), encoding="utf-8")
-    (out / "summary.md").write_text(summary_markdown(res), encoding="utf-8")
+    (out / SUMMARY).write_text(summary_markdown(res), encoding="utf-8")
 
 
 def summarize(out: Path, images: bool = True) -> AblationResult:
@@ -221,7 +240,7 @@ def summarize(out: Path, images: bool = True) -> AblationResult:
     from tinyviz.training.runs import Run
 
     out = Path(out)
-    saved = json.loads((out / "ablation.json").read_text(encoding="utf-8"))
+    saved = read_result(out)
     base = RunConfig.from_dict(saved["base"])
     for r in saved["runs"]:
         r["path"] = str(out / Path(r["path"]).name)

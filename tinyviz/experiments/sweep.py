@@ -31,6 +31,7 @@ from typing import Any
 from tinyviz.config import RunConfig, apply_overrides, preset
 
 MAX_RUNS = 1000  # a bigger sweep needs --yes
+CURVES, SUMMARY = "curves.csv", "summary.md"  # in a sweep's (and an ablation's) output folder
 FINAL_WINDOW = 20  # "final loss" = mean train loss of the last FINAL_WINDOW steps (one batch is noisy)
 # A sweep's runs keep only what a comparison needs: no periodic attention snapshots or checkpoints
 # (the final weights are still saved), so a run costs its steps.
@@ -274,11 +275,11 @@ def run_sweep(sweep: Sweep, out: Path, executor, on_progress: Callable[[int, int
     write_results(res)
     if report:
         metrics = res.metrics()
-        (out / "curves.csv").write_text(curves_csv(metrics), encoding="utf-8")
+        (out / CURVES).write_text(curves_csv(metrics), encoding="utf-8")
         fig = loss_figure(metrics, f"{sweep.name} sweep: train loss (mean, min-max over {len(sweep.seeds)} "
                                    f"seeds), val dashed — {Path(sweep.base.data.corpus).name}")
         res.notes = write_figure(fig, out / "loss", images)
-        (out / "summary.md").write_text(summary_markdown(res), encoding="utf-8")
+        (out / SUMMARY).write_text(summary_markdown(res), encoding="utf-8")
     return res
 
 

@@ -53,8 +53,8 @@ def health_checks(
     metrics: list[dict], *, vocab_size: int, unigram_entropy: float | None = None, causal: bool = True
 ) -> list[HealthWarning]:
     """Warnings about a run from its metrics records, in the order listed below. Each record
-    has "step", "loss", "grad_norm" and optionally "entropy_mean" (at the top level or in
-    "extra", as StepMetrics.to_dict writes it); records without a loss count only as snapshots.
+    has "step", "loss", "grad_norm" and optionally "entropy_mean" (as StepMetrics.to_dict and
+    Run.metrics give them); records without a loss count only as snapshots.
 
     - nonfinite (error): a NaN/inf loss or gradient norm; reported once, at the first.
     - init_loss: the first record (step 0 or 1) more than INIT_LOSS_TOL = 1 nat from ln(vocab).
@@ -74,8 +74,7 @@ def health_checks(
     loss = np.array([float(m["loss"]) for m in recs])
     grad = np.array([np.nan if m.get("grad_norm") is None else float(m["grad_norm"]) for m in recs])
     has_grad = np.array([m.get("grad_norm") is not None for m in recs], dtype=bool)
-    entropies = [(m, m.get("entropy_mean", (m.get("extra") or {}).get("entropy_mean"))) for m in metrics]
-    snaps = [(int(m["step"]), float(e)) for m, e in entropies if e is not None]
+    snaps = [(int(m["step"]), float(m["entropy_mean"])) for m in metrics if m.get("entropy_mean") is not None]
     ln_v = math.log(vocab_size)
     out = _check_nonfinite(steps, loss, grad, has_grad)
     if len(recs):

@@ -1,14 +1,20 @@
-"""A run is a folder. Every file is written atomically; nothing is ever unpickled.
+"""A run is a folder, read and written only through this module (the file names are its constants).
+Nothing is ever unpickled.
 
     config.json               RunConfig + versions + corpus fingerprint + probe prompt
     tokenizer.json            the tokenizer (JSON, never pickle)
     model.safetensors         weights at the last checkpoint (metadata: step)
     train_state.safetensors   AdamW moments + RNG states matching model.safetensors
     state.json                step, elapsed seconds, status, message
-    metrics.jsonl             one JSON object per step (val_loss on eval steps)
-    snapshots/step_NNNNNNN.safetensors  the probe prompt's attention [L, H, T, T] (float16),
-                              its tokens, and (metadata) activation stats, head scores, entropy
+    metrics.jsonl             one JSON object per step (val_loss on eval steps, entropy_mean on snapshot steps)
+    snapshots/step_NNNNNNN.safetensors  the probe prompt's attention [L, H, T, T] (float16), its tokens,
+                              each head score and the entropy [L, H] (float32), and (metadata) activation stats
     history/                  the weights at kept steps + index.json (tinyviz.training.history)
+
+Every file but metrics.jsonl is replaced atomically (temp file, fsync, rename): a reader sees the old
+or the new version, never half. metrics.jsonl is append-only, one line per step, flushed as written; a
+crash can leave its last line torn, and readers skip a line that is not a JSON object. Resuming rewrites
+the file atomically with only the steps up to the checkpoint, so a torn line never stays in the middle.
 
 A checkpoint commits in two phases so a kill at any moment leaves a matching pair of
 model and optimizer state: train_state.next -> model -> rename next over train_state.
@@ -20,6 +26,7 @@ import contextlib
 import json
 import os
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +36,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from tinyviz import FORMAT_VERSION, __version__
+from tinyviz.analysis.probes import SCORE_NAMES
 from tinyviz.config import RunConfig
 from tinyviz.data.text import tokenizer_from_json
 from tinyviz.model.transformer import Transformer
@@ -40,6 +48,7 @@ CONFIG, TOKENIZER, MODEL, TRAIN_STATE, STATE, METRICS, SNAPSHOTS = (
     "state.json", "metrics.jsonl", "snapshots",
 )
 _NEXT_STATE = "train_state.next.safetensors"
+_SCORE = "score."  # snapshot tensor name prefix of a head score [L, H]
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
 
@@ -120,6 +129,29 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: 
     finally:
         _discard(tmp)
     _fsync_dir(path.parent)
+
+
+def file_version(run_path: Path, name: str) -> tuple[int, int]:
+    """(mtime_ns, size) of one of a run's files, (0, 0) while it is missing: a cache key that changes
+    whenever the file does (an append to metrics.jsonl, a new checkpoint)."""
+    try:
+        st = (Path(run_path) / name).stat()
+    except FileNotFoundError:
+        return 0, 0
+    return st.st_mtime_ns, st.st_size
+
+
+def metrics_lines_since(run_path: Path, since: float) -> int:
+    """How many steps the run folder's metrics file holds, counting only a file written at or after
+    `since` (epoch seconds): the progress of a run that may still be starting or may be left from before."""
+    path = Path(run_path) / METRICS
+    try:
+        if path.stat().st_mtime < since:
+            return 0
+        with open(path, "rb") as f:
+            return f.read().count(b"\n")
+    except OSError:
+        return 0
 
 
 def check_run_name(name: str) -> str:
@@ -336,8 +368,19 @@ class Run:
             return {}
 
     # -- metrics -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def metrics_log(self) -> Iterator[Callable[[dict[str, Any]], None]]:
+        """Open metrics.jsonl for appending; yields append(record), which writes one line and flushes it."""
+        with open(self.path / METRICS, "a", encoding="utf-8") as f:
+            def append(record: dict[str, Any]) -> None:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+
+            yield append
+
     def metrics(self) -> list[dict[str, Any]]:
-        """Every logged step. A line torn by a crash mid-append is skipped."""
+        """Every logged step. A line torn by a crash mid-append is skipped. entropy_mean is at the top
+        level of a record (runs written before kept it under "extra")."""
         out = []
         try:
             with open(self.path / METRICS, encoding="utf-8") as f:
@@ -347,7 +390,7 @@ class Run:
                     except json.JSONDecodeError:
                         continue
                     if isinstance(rec, dict) and "step" in rec:
-                        out.append(rec)
+                        out.append(_lift_entropy(rec))
         except FileNotFoundError:
             pass
         return out
@@ -358,20 +401,23 @@ class Run:
         atomic_write(self.path / METRICS, "".join(json.dumps(m) + "\n" for m in kept).encode())
         for s in self.snapshot_steps():
             if s > step:
-                (self.path / SNAPSHOTS / f"step_{s:07d}.safetensors").unlink(missing_ok=True)
+                self._snapshot_path(s).unlink(missing_ok=True)
         self.history.reconcile(step)
 
     # -- attention snapshots -----------------------------------------------------------------
+    def _snapshot_path(self, step: int) -> Path:
+        return self.path / SNAPSHOTS / f"step_{step:07d}.safetensors"
+
     def save_snapshot(self, step: int, tokens: list[int], snap: dict[str, Any]) -> None:
-        """snap as returned by probes.probe_snapshot: patterns [L, H, T, T] plus JSON-able stats."""
+        """snap as returned by probes.probe_snapshot: patterns [L, H, T, T], "scores" {name: [L, H]} and
+        "entropy" [L, H] are stored as tensors; the other entries (JSON-able) as metadata."""
         (self.path / SNAPSHOTS).mkdir(exist_ok=True)
-        patterns = torch.as_tensor(np.asarray(snap["patterns"]), dtype=torch.float16)
-        info = {k: v for k, v in snap.items() if k != "patterns"}
-        atomic_save_tensors(
-            self.path / SNAPSHOTS / f"step_{step:07d}.safetensors",
-            {"patterns": patterns, "tokens": torch.tensor(tokens, dtype=torch.int64)},
-            {"step": str(step), "info": json.dumps(info)},
-        )
+        tensors = {"patterns": torch.as_tensor(np.asarray(snap["patterns"]), dtype=torch.float16),
+                   "tokens": torch.tensor(tokens, dtype=torch.int64)}
+        arrays = {"entropy": snap.get("entropy"), **{_SCORE + k: v for k, v in snap.get("scores", {}).items()}}
+        tensors.update({k: torch.as_tensor(np.asarray(v, np.float32)) for k, v in arrays.items() if v is not None})
+        info = {k: v for k, v in snap.items() if k not in ("patterns", "scores", "entropy")}
+        atomic_save_tensors(self._snapshot_path(step), tensors, {"step": str(step), "info": json.dumps(info)})
 
     def snapshot_steps(self) -> list[int]:
         folder = self.path / SNAPSHOTS
@@ -384,14 +430,24 @@ class Run:
         return sorted(steps)
 
     def load_snapshot(self, step: int) -> dict[str, Any]:
-        """{"step", "patterns": np [L, H, T, T] float32, "tokens": list[int], **info}."""
-        tensors, metadata = _read_tensors(self.path / SNAPSHOTS / f"step_{step:07d}.safetensors", "snapshot")
+        """{"step", "patterns": np [L, H, T, T] float32, "tokens": list[int], "scores": {name: np [L, H]},
+        "entropy": np [L, H], **info}. Snapshots written before scores were tensors kept them (and the
+        entropy) as nested lists in the metadata; they come back as arrays too."""
+        tensors, metadata = _read_tensors(self._snapshot_path(step), "snapshot")
         try:
             info = json.loads(metadata.get("info", "{}"))
         except json.JSONDecodeError:
             info = {}
-        return {"step": step, "patterns": tensors["patterns"].float().numpy(),
-                "tokens": tensors["tokens"].tolist(), **info}
+        out = {"step": step, **info, "patterns": tensors["patterns"].float().numpy(),
+               "tokens": tensors["tokens"].tolist()}
+        scores = {k[len(_SCORE):]: v.numpy() for k, v in tensors.items() if k.startswith(_SCORE)}
+        scores = scores or {k: np.asarray(v, np.float32) for k, v in info.get("scores", {}).items()}
+        if scores:
+            out["scores"] = {n: scores[n] for n in sorted(scores, key=_score_order)}
+        entropy = tensors["entropy"].numpy() if "entropy" in tensors else info.get("entropy")
+        if entropy is not None:
+            out["entropy"] = np.asarray(entropy, np.float32)
+        return out
 
     def summary(self) -> dict[str, Any]:
         """One line about the run for listings: step, last loss, config highlights."""
@@ -406,6 +462,19 @@ class Run:
             "model": (f"{m.n_layers}L {m.n_heads}H d{m.d_model} ctx{m.n_ctx} "
                       f"{m.pos_emb} {m.norm_position}-{m.norm} {m.mlp}"),
         }
+
+
+def _score_order(name: str) -> tuple[int, str]:
+    return (SCORE_NAMES.index(name), "") if name in SCORE_NAMES else (len(SCORE_NAMES), name)
+
+
+def _lift_entropy(record: dict[str, Any]) -> dict[str, Any]:
+    """A metrics record with entropy_mean at the top level, where older runs kept it in "extra"."""
+    extra = record.get("extra")
+    if isinstance(extra, dict) and "entropy_mean" in extra:
+        record = {**record, "entropy_mean": extra["entropy_mean"],
+                  "extra": {k: v for k, v in extra.items() if k != "entropy_mean"}}
+    return record
 
 
 def list_runs(root: Path = Path("checkpoints")) -> list[Run]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from tinyviz.data.text import TokenData, build_tokenizer, load_corpus
 from tinyviz.model.sampling import generate
 from tinyviz.resources import check_fits
 from tinyviz.training.history import schedule
-from tinyviz.training.runs import METRICS, Run, RunError
+from tinyviz.training.runs import Run, RunError
 from tinyviz.training.trainer import NonFiniteLoss, StepMetrics, Trainer
 
 log = logging.getLogger(__name__)
@@ -108,7 +107,7 @@ class TrainingSession:
         end = cfg.steps if max_steps is None else min(cfg.steps, self.step + max_steps)
         self.status, self.message = "running", ""
         self.run.write_state(status="running", message="")
-        with open(self.run.path / METRICS, "a", encoding="utf-8") as log_file:
+        with self.run.metrics_log() as log_metrics:
             try:
                 while self.step < end:
                     if stop is not None and stop.is_set():
@@ -117,8 +116,7 @@ class TrainingSession:
                         break
                     metrics = self.trainer.step()
                     self._periodic(metrics, cfg, on_snapshot)
-                    log_file.write(json.dumps(metrics.to_dict()) + "\n")
-                    log_file.flush()
+                    log_metrics(metrics.to_dict())
                     if on_step is not None:
                         on_step(metrics)
                     if cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0 and self.step < end:
@@ -135,7 +133,7 @@ class TrainingSession:
         if cfg.eval_interval and (self.step % cfg.eval_interval == 0 or last):
             m.val_loss = self.trainer.evaluate("val")
         if cfg.snapshot_interval and (self.step % cfg.snapshot_interval == 0 or last):
-            m.extra["entropy_mean"] = self._snapshot()
+            m.entropy_mean = self._snapshot()
             if on_snapshot is not None:
                 on_snapshot(self.step)
         if cfg.sample_interval and self.step % cfg.sample_interval == 0:
@@ -151,9 +149,7 @@ class TrainingSession:
         model = self.trainer.model
         snap = probes.probe_snapshot(model, torch.tensor(self.probe_ids, device=self.trainer.device))
         self.run.save_snapshot(self.step, self.probe_ids, snap)
-        entropy = snap["entropy"]
-        flat = [v for row in entropy for v in row]
-        return float(sum(flat) / len(flat))
+        return snap["entropy_mean"]
 
     def preview(self, n_tokens: int = 80) -> str:
         """A short greedy continuation of the probe prompt's start, to see what the model writes."""

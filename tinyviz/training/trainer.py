@@ -34,7 +34,8 @@ class StepMetrics:
     tokens_per_s: float
     elapsed: float  # seconds of training so far in this run, across resumes
     val_loss: float | None = None
-    extra: dict = field(default_factory=dict)
+    entropy_mean: float | None = None  # mean attention entropy on the probe prompt, on snapshot steps
+    extra: dict = field(default_factory=dict)  # "sample": a greedy preview on sample steps
 
     def to_dict(self) -> dict:
         return asdict(self)
