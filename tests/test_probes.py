@@ -388,3 +388,55 @@ def test_a_non_causal_models_entropy_counts_every_key_even_when_its_heads_look_b
     assert not np.allclose(as_non_causal, probes.head_entropy(p))  # auto-detected: causal
     assert np.allclose(snap["entropy"], as_non_causal)
     assert probes.head_entropy(p, normalized=True, causal=False)[0, 0] < 0.9  # row q spreads over q+1 of T keys
+
+
+def test_activation_stats_are_the_population_statistics_of_the_cached_activations():
+    model = tiny(init="pytorch_default")
+    tokens = torch.stack([prompt(seed=1), prompt(seed=2)])
+    stats = probes.activation_stats(model, tokens)
+    _, cache = model.run_with_cache(tokens)
+    for l, s in enumerate(stats):
+        resid = cache[f"blocks.{l}.hook_resid_post"].numpy().astype(np.float64)
+        attn = cache[f"blocks.{l}.hook_attn_out"].numpy().astype(np.float64)
+        mlp = cache[f"blocks.{l}.hook_mlp_out"].numpy().astype(np.float64)
+        expected = {"layer": l, "resid_mean": resid.mean(), "resid_std": resid.std(), "resid_max_abs": abs(resid).max(),
+                    "attn_out_std": attn.std(), "mlp_out_std": mlp.std()}
+        assert set(s) == set(expected) | {"mlp_dead_frac"}
+        for key, value in expected.items():
+            assert s[key] == pytest.approx(value, rel=1e-5), key
+
+
+def test_a_swiglu_unit_whose_gate_is_open_is_active_even_when_its_output_is_negative():
+    # active = silu(gate) > 0: the sign of the up-projection does not matter
+    model = tiny(mlp="swiglu")
+    with torch.no_grad():
+        model.blocks[0].mlp.W_gate.bias.fill_(100.0)
+        model.blocks[0].mlp.W_in.bias.fill_(-100.0)  # output = silu(gate) * pre < 0 everywhere
+    assert probes.activation_stats(model, prompt())[0]["mlp_dead_frac"] == 0.0
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m: probes.activation_stats(m, torch.zeros(1, 2, 3, dtype=torch.long)),
+     "tokens have shape [1, 2, 3]; pass a prompt of token ids as [T] or [B, T]."),
+    (lambda m: probes.attention_patterns(m, [1, 2, 11]),
+     "token ids must be in 0..10 (the model's vocabulary); got 1..11."),
+], ids=["batch-shape", "vocabulary"])
+def test_token_errors_are_sentences(call, message):
+    with pytest.raises(ValueError) as err:
+        call(tiny())
+    assert str(err.value) == message
+
+
+def test_a_head_attending_to_itself_on_a_repeated_token_is_not_an_induction_head():
+    # k = q is left out: the current token repeating the one before it is not an earlier occurrence
+    heads, _ = known_heads()
+    scores = probes.head_scores(heads["self"][None, None], np.zeros(T, int))
+    assert scores["self"][0, 0] == pytest.approx(1.0) and scores["induction"][0, 0] == 0.0
+
+
+def test_prev_token_and_local_scores_include_row_one():
+    p = one_hot_rows(np.maximum(np.arange(T) - 1, 0))
+    p[1] = one_hot_rows(np.arange(T))[1]  # row 1 attends to itself instead of to token 0
+    scores = probes.head_scores(p[None, None], np.arange(T))
+    assert scores["prev_token"][0, 0] == pytest.approx((T - 2) / (T - 1))
+    assert scores["local"][0, 0] == pytest.approx((T - 2) / (T - 1))
