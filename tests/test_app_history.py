@@ -105,3 +105,19 @@ def test_a_damaged_history_file_is_named_and_other_steps_open(runs_root):
     slider(at).set_value(40).run()
     ok(at)
     assert any("step 40" in t for t in titles(at))
+
+
+def test_the_dynamics_page_draws_every_view_of_a_run_with_history(runs_root):
+    at = ok(app("dynamics"))
+    names = " ".join(titles(at))
+    for view in ("Head timeline", "Head importance over training", "In-context learning over training",
+                 "Loss by position over training", "Logit lens over training"):
+        assert view in names, view
+    assert at.get("html"), "the loss change between two steps is painted on the text"
+    at.button(key="dyn_report_build").click().run()
+    assert ok(at).get("download_button")
+
+
+def test_the_dynamics_page_says_why_a_run_without_history_has_nothing(runs_root):
+    at = ok(app("dynamics", run="plain"))
+    assert any("kept no weights history" in i.value for i in at.info) and not at.get("plotly_chart")

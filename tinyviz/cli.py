@@ -159,6 +159,22 @@ def cmd_heads(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from tinyviz.training.report import replay_html
+    from tinyviz.training.runs import Run, atomic_write
+
+    run = Run.open(Path(args.run))
+    if not run.has_weights():
+        return _fail(f"{run.name} has no trained weights yet; train it first, then write its replay file.")
+    out = Path(args.out)
+    if out.is_dir():
+        return _fail(f"--out {out} is a folder; give a file name such as {out / (run.name + '-replay.html')}.")
+    text = replay_html(run)
+    atomic_write(out, text.encode("utf-8"))
+    print(f"wrote {out} ({len(text) / 1e6:.1f} MB): open it in any browser, no network needed.", file=sys.stderr)
+    return 0
+
+
 def cmd_runs(args) -> int:
     from tinyviz.training.runs import list_runs
 
@@ -353,6 +369,11 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="the run folder, e.g. checkpoints/my-run")
     e.add_argument("--out", required=True, help="an empty folder to write config.json and model.safetensors to")
     e.set_defaults(func=cmd_export_hf)
+
+    o = sub.add_parser("report", help="write a run's offline replay file (one HTML page)")
+    o.add_argument("run")
+    o.add_argument("--out", required=True, help="the HTML file to write, e.g. demo-replay.html")
+    o.set_defaults(func=cmd_report)
 
     r = sub.add_parser("runs", help="list the runs under checkpoints/")
     r.add_argument("--root", default="checkpoints")

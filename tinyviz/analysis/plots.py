@@ -353,3 +353,135 @@ def candidates_bar(candidates: list[tuple[str, float]], chosen: str, run: str, i
             xaxis=dict(title="probability", range=[0, 1]), yaxis_title="token", height=140 + 32 * len(names))
     fig.update_yaxes(autorange="reversed")
     return fig
+
+
+# -- training dynamics: one x axis for every figure, the kept steps spaced evenly --------------------
+def _step_axis(steps: Sequence[int], max_ticks: int = 16) -> dict:
+    """An x axis over the kept steps at positions 0..S-1 (dense early steps get as much room as late ones)."""
+    every = max(1, math.ceil(len(steps) / max_ticks))
+    idx = list(range(0, len(steps), every))
+    return dict(tickmode="array", tickvals=idx, ticktext=[str(steps[i]) for i in idx],
+                title="training step (kept steps, evenly spaced)", range=[-0.5, len(steps) - 0.5])
+
+
+def step_position(steps: Sequence[int], step: float) -> float:
+    """Where any step falls on the kept-step axis (linear between kept steps)."""
+    return float(np.interp(step, steps, np.arange(len(steps))))
+
+
+def _mark(fig: go.Figure, steps: Sequence[int], marks: dict[str, int | None], **kw) -> None:
+    for (label, step), colour in zip(marks.items(), ("#d62728", "#9467bd", "#2ca02c")):
+        if step is not None:
+            fig.add_vline(x=step_position(steps, step), line_dash="dash", line_color=colour, line_width=2,
+                          annotation_text=f"{label} (step {step})", annotation_position="top",
+                          annotation_font_color=colour, **kw)
+
+
+def head_timeline(steps: Sequence[int], rows: list[dict], run: str, marks: dict[str, int | None] | None = None,
+                  selected: tuple[int, int, int] | None = None) -> go.Figure:
+    """Heads (rows) x kept steps (columns), coloured by each head's label score over its threshold (1 =
+    at the threshold); a star where it first reached it. Cells are clickable (customdata [layer, head,
+    step]). rows as from analysis.dynamics.head_timeline."""
+    S = len(steps)
+    names = [f"L{r['layer']}H{r['head']} {r['label']}" + ("" if r.get("named", True) else "?") for r in rows]
+    z = np.array([np.clip(np.asarray(r["score"]) / r["threshold"], 0, 2) for r in rows])  # [heads, S]
+    text = [[f"{names[i]}<br>step {steps[j]}: {rows[i]['label']} score {rows[i]['score'][j]:.2f} "
+             f"(threshold {rows[i]['threshold']})" for j in range(S)] for i in range(len(rows))]
+    fig = go.Figure(go.Heatmap(z=z, x=list(range(S)), y=list(range(len(rows))), text=text,
+                               hovertemplate="%{text}<extra></extra>", zmin=0, zmax=2,
+                               colorscale=[[0, "#f7fbff"], [0.45, "#9ecae1"], [0.5, "#fdae6b"], [1, "#a63603"]],
+                               colorbar=dict(title="score /<br>threshold", tickvals=[0, 1, 2])))
+    xs = [j for _ in rows for j in range(S)]
+    ys = [i for i in range(len(rows)) for _ in range(S)]
+    fig.add_scatter(x=xs, y=ys, mode="markers", meta=OVERLAY, showlegend=False, hoverinfo="skip",
+                    marker=dict(symbol="square", size=14, color="rgba(0,0,0,0)"),
+                    customdata=[[rows[i]["layer"], rows[i]["head"], steps[j]] for i, j in zip(ys, xs)])
+    crossed = [(step_position(steps, r["crossed"]), i) for i, r in enumerate(rows) if r["crossed"] is not None]
+    if crossed:
+        fig.add_scatter(x=[c[0] for c in crossed], y=[c[1] for c in crossed], mode="markers", name="first crossing",
+                        marker=dict(symbol="star", size=13, color="#111", line=dict(color="#fff", width=1)),
+                        hovertemplate="first at or over its threshold<extra></extra>")
+    if selected is not None:
+        l, h, step = selected
+        i = next((k for k, r in enumerate(rows) if (r["layer"], r["head"]) == (l, h)), None)
+        if i is not None and step in steps:
+            j = list(steps).index(step)
+            fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5,
+                          line=dict(color="#111", width=2))
+    _mark(fig, steps, marks or {})
+    _layout(fig, title("Head timeline", run, "label score over training"), height=120 + 26 * len(rows),
+            xaxis=_step_axis(steps), hovermode="closest", clickmode="event+select", dragmode=False,
+            legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+    fig.update_yaxes(tickmode="array", tickvals=list(range(len(rows))), ticktext=names, autorange="reversed")
+    return fig
+
+
+def importance_over_training(steps: Sequence[int], imp: np.ndarray, run: str, on: str,
+                             marks: dict[str, int | None] | None = None) -> go.Figure:
+    """Loss change when each head alone is zero-ablated [S, L, H] as heads x kept steps (red: the loss
+    rises without it, the head matters)."""
+    S, L, H = imp.shape
+    z = imp.reshape(S, L * H).T
+    names = [f"L{l}H{h}" for l in range(L) for h in range(H)]
+    vmax = max(1e-3, float(np.abs(z).max()))
+    fig = go.Figure(go.Heatmap(z=z, x=list(range(S)), y=names, zmid=0, zmin=-vmax, zmax=vmax, colorscale="RdBu_r",
+                               customdata=[[steps[j] for j in range(S)] for _ in names],
+                               hovertemplate="%{y} at step %{customdata}: loss %{z:+.3f} nats without it"
+                                             "<extra></extra>",
+                               colorbar=dict(title="Δ loss")))
+    _mark(fig, steps, marks or {})
+    _layout(fig, title("Head importance over training", run, f"zero-ablation loss change on {on}"),
+            height=120 + 24 * L * H, xaxis=_step_axis(steps))
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def icl_over_training(steps: Sequence[int], icl: np.ndarray, metrics: list[dict], run: str,
+                      marks: dict[str, int | None] | None = None) -> go.Figure:
+    """The in-context-learning score at each kept step and the training loss, on the kept-step axis."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    x = np.arange(len(steps))
+    fig.add_scatter(x=x, y=icl, mode="lines+markers", name="ICL score (late - early loss)", line_color="#1f77b4",
+                    customdata=list(steps), hovertemplate="step %{customdata}: ICL %{y:.3f} nats<extra></extra>")
+    pts = [m for m in thin([m for m in metrics if m.get("loss") is not None], 600) if m["step"] <= steps[-1]]
+    if pts:
+        fig.add_scatter(x=[step_position(steps, m["step"]) for m in pts], y=[m["loss"] for m in pts], mode="lines",
+                        name="training loss", line=dict(color="#ff7f0e", width=1), opacity=0.7,
+                        customdata=[m["step"] for m in pts], secondary_y=True,
+                        hovertemplate="step %{customdata}: loss %{y:.3f}<extra></extra>")
+    _mark(fig, steps, marks or {})
+    _layout(fig, title("In-context learning over training", run), height=340, xaxis=_step_axis(steps),
+            legend=dict(orientation="h", y=-0.3))
+    fig.update_yaxes(title_text="ICL score (nats)", secondary_y=False)
+    fig.update_yaxes(title_text="training loss", secondary_y=True, showgrid=False)
+    return fig
+
+
+def loss_by_position_over_training(steps: Sequence[int], loss_pos: np.ndarray, run: str) -> go.Figure:
+    """Validation loss at each position (rows) at each kept step (columns)."""
+    S, P = loss_pos.shape
+    fig = go.Figure(go.Heatmap(z=loss_pos.T, x=list(range(S)), y=list(range(1, P + 1)), colorscale=LOSS_SCALE,
+                               customdata=[[steps[j] for j in range(S)] for _ in range(P)],
+                               hovertemplate="step %{customdata}, position %{y}: loss %{z:.2f}<extra></extra>",
+                               colorbar=dict(title="loss")))
+    _layout(fig, title("Loss by position over training", run, "validation batch"), height=360,
+            xaxis=_step_axis(steps), yaxis_title="position in the context")
+    return fig
+
+
+def lens_over_training(steps: Sequence[int], agree: np.ndarray, first: np.ndarray, run: str) -> go.Figure:
+    """Logit lens over training: for each lens row, the share of probe positions whose top-1 already is the
+    final answer; the line is the mean first row from which it stays so."""
+    S, R = agree.shape
+    rows = ["embed"] + [f"block {l}" for l in range(R - 1)]
+    fig = go.Figure(go.Heatmap(z=agree.T, x=list(range(S)), y=list(range(R)), zmin=0, zmax=1, colorscale=PROB_SCALE,
+                               customdata=[[steps[j] for j in range(S)] for _ in range(R)],
+                               hovertemplate="step %{customdata}: %{z:.0%} of positions agree<extra></extra>",
+                               colorbar=dict(title="agrees with<br>final top-1")))
+    fig.add_scatter(x=list(range(S)), y=first, mode="lines+markers", name="mean first agreeing row",
+                    line=dict(color="#111"), customdata=list(steps),
+                    hovertemplate="step %{customdata}: first row %{y:.2f} on average<extra></extra>")
+    _layout(fig, title("Logit lens over training", run, "where the final answer appears"), height=300,
+            xaxis=_step_axis(steps), legend=dict(orientation="h", y=-0.35))
+    fig.update_yaxes(tickmode="array", tickvals=list(range(R)), ticktext=rows, title="read out after")
+    return fig

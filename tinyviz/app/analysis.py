@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from tinyviz.analysis import probes
+from tinyviz.analysis import dynamics, probes
 from tinyviz.app import loaders
 from tinyviz.config import RunConfig, SampleConfig
 from tinyviz.model.sampling import SampleResult, generate
-from tinyviz.training.runs import Run
+from tinyviz.training import dynamics as dynamics_store
+from tinyviz.training.runs import Run, RunError
 
 
 def default_prompt(run: Run, tokenizer, n_tokens: int | None = None) -> str:
@@ -125,3 +126,58 @@ def _field(cfg: RunConfig, dotted: str):
     section, name = dotted.split(".")
     return getattr(getattr(cfg, section), name)
 
+# -- training dynamics (the Dynamics page) -------------------------------------------------------------
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _dynamics_inputs(run_id: str, version: int):
+    """(probe ids, validation batch or None, note or None) of a run: the same tokens at every step."""
+    run = loaders.open_run(run_id)
+    tok = loaders.tokenizer(run_id)
+    batch, note = dynamics_store.val_batch(run, tok)
+    return dynamics_store.probe_ids(run, tok), batch, note
+
+
+@st.cache_data(max_entries=2048, show_spinner=False)
+def _step_dynamics(run_id: str, step: int, version: int) -> dict:
+    probe, batch, _ = _dynamics_inputs(run_id, loaders.config_version(run_id))
+    return dynamics.step_stats(loaders.model(run_id, step), probe, batch)
+
+
+def training_dynamics(run_id: str, on_progress=None) -> dict:
+    """analysis.dynamics.stack over the run's kept steps plus {"notes"}; each step is computed once and cached
+    (a live run's new steps are the only work on the next rerun). A damaged history file is left out and
+    named in a note."""
+    steps = loaders.open_run(run_id).history.steps()
+    _, _, note = _dynamics_inputs(run_id, loaders.config_version(run_id))
+    notes = [note] if note else []
+    kept, stats = [], []
+    for i, step in enumerate(steps):
+        try:
+            stats.append(_step_dynamics(run_id, step, loaders.weights_version(run_id, step)))
+            kept.append(step)
+        except RunError as e:
+            notes.append(str(e))
+        if on_progress is not None:
+            on_progress(i + 1, len(steps))
+    return {**dynamics.stack(kept, stats), "notes": notes}
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def loss_change(run_id: str, a: int, b: int, version: tuple, ids: tuple) -> np.ndarray:
+    """[T-1] per-token loss at step b minus at step a on the prompt ids."""
+    return dynamics.loss_change(loaders.model(run_id, a), loaders.model(run_id, b), list(ids))
+
+
+def timeline_frame(steps: list[int], rows: list[dict]) -> pd.DataFrame:
+    """The head timeline as a table: one row per head and kept step."""
+    return pd.DataFrame.from_records([
+        {"layer": r["layer"], "head": r["head"], "label": r["label"], "step": step,
+         "score": round(float(r["score"][j]), 4), "threshold": r["threshold"], "first_crossing": r["crossed"]}
+        for r in rows for j, step in enumerate(steps)
+    ])
+
+
+def replay_html(run_id: str) -> bytes:
+    """The run's offline replay file (tinyviz.training.report), from the dynamics already measured here."""
+    from tinyviz.training import report
+
+    return report.replay_html(loaders.open_run(run_id), training_dynamics(run_id)).encode("utf-8")

@@ -73,6 +73,11 @@ def _open(run_id: str, version: tuple) -> Run:
     return Run.open(Path(run_id))
 
 
+def config_version(run_id: str) -> int:
+    """Changes when the run folder is replaced (a new config.json)."""
+    return _mtime(Path(run_id) / "config.json")
+
+
 def open_run(run_id: str) -> Run:
     return _open(run_id, file_version(run_id, CONFIG))
 

@@ -23,6 +23,8 @@ PAGES = {  # title -> (file, icon, what it is for)
                     "top-k next tokens, per-token loss and the logit lens"),
     "Sample": ("app_pages/sample.py", ":material/edit_note:",
                "generate text with temperature, top-k, top-p and a seed"),
+    "Dynamics": ("app_pages/dynamics.py", ":material/timeline:",
+                 "when each head formed and started to matter; ICL, logit lens and loss changes over training"),
     "Compare": ("app_pages/compare.py", ":material/compare_arrows:",
                 "overlay runs, diff configs, launch an A/B ablation"),
 }
@@ -56,6 +58,13 @@ def run_header(title: str) -> Run:
         st.error(f"{e} Move **Weights at step** in the sidebar to another step.")
         st.stop()
     return run
+
+
+def link_params() -> dict | None:
+    """The address parameters a page link carries: the current run and step."""
+    from tinyviz.app import state
+
+    return sidebar.link_params(state.get(state.RUN))
 
 
 def shown_step(run: Run) -> int:

@@ -47,6 +47,14 @@ SAMPLE_SEED = "sample_seed"
 SAMPLE_LEN = "sample_length"
 SAMPLE_STEP = "sample_step"
 
+# Dynamics
+DYN_TIMELINE = "dyn_timeline"  # the clickable head timeline's selection state
+DYN_JUMP = "dyn_jump"  # (layer, head, step) picked on the timeline: open it on Heads
+DYN_A = "dyn_step_a"
+DYN_B = "dyn_step_b"
+DYN_PROMPT = "dyn_prompt"
+REPORT_HTML = "report_html"  # (run id, html bytes) of the replay file once built
+
 # Train
 TRAIN_LOG_Y = "train_log_y"
 TRAIN_PRESET = "train_preset"
@@ -69,7 +77,8 @@ ABLATE_CORPUS = "ablate_corpus"
 SWEEP_FOLDER = "sweep_folder"  # the sweep folder opened on Compare (tinyviz/app/sweep_panel.py)
 SWEEP_CELLS = "sweep_cells"  # suffixed with the folder's name: the cells whose curves are drawn
 
-RUN_SCOPED = (STEP, HEADS_PROMPT, HEADS_STEP, HEADS_GRID, HEAD_LAYER, HEAD_HEAD, HEADS_ABLATE, PRED_PROMPT,
+RUN_SCOPED = (STEP, DYN_TIMELINE, DYN_JUMP, DYN_A, DYN_B, DYN_PROMPT, REPORT_HTML,
+              HEADS_PROMPT, HEADS_STEP, HEADS_GRID, HEAD_LAYER, HEAD_HEAD, HEADS_ABLATE, PRED_PROMPT,
               SAMPLE_PROMPT, SAMPLE_STEP, SAMPLE_TOP_K, COMPARE_PROMPT)
 
 

@@ -80,6 +80,33 @@ def token_html(labels: Sequence[str], values: Sequence[float | None], tips: Sequ
     return f'<div style="line-height: 1.8; font-size: 16px; font-family: monospace">{"".join(spans)}</div>'
 
 
+def signed_token_html(labels: Sequence[str], values: Sequence[float | None], tips: Sequence[str],
+                      vmax: float | None = None) -> str:
+    """Tokens shaded green where the value is negative (better), red where positive (worse), by |value|/vmax
+    (default: the largest magnitude); unshaded for None. A token ending in ⏎ also breaks the line."""
+    vmax = vmax or max([abs(v) for v in values if v is not None] + [1e-6])
+    spans = []
+    for label, value, tip in zip(labels, values, tips):
+        rgb = (44, 160, 44) if value is not None and value < 0 else (214, 39, 40)
+        alpha = 0.0 if value is None else 0.9 * min(1.0, abs(value) / vmax)
+        ink = "#fff" if alpha > 0.6 else "inherit"
+        spans.append(f'<span title="{html.escape(tip)}" style="background: rgba({rgb[0]},{rgb[1]},{rgb[2]},'
+                     f'{alpha:.2f}); color: {ink}; border-radius: 2px; white-space: pre-wrap">'
+                     f'{html.escape(label)}</span>')
+        if label.endswith("⏎"):
+            spans.append("<br>")
+    return f'<div style="line-height: 1.8; font-size: 16px; font-family: monospace">{"".join(spans)}</div>'
+
+
+def change_tokens(tokenizer, ids: list[int], change) -> tuple[list[str], list[float | None], list[str]]:
+    """(labels, loss change per token, tooltips) for painting a loss difference on the text; the first token
+    has none."""
+    labels = [_visible(tokenizer.decode([i])) for i in ids]
+    values = [None] + [float(x) for x in change]
+    tips = ["first token: nothing predicts it"] + [f"loss {float(change[j - 1]):+.2f} nats" for j in range(1, len(ids))]
+    return labels, values, tips
+
+
 def _visible(text: str) -> str:
     return text.replace("\n", "⏎").replace("\t", "⇥")
 
