@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from reliability_helpers import tiny_cfg
 
 from tinyviz import cli
 from tinyviz.analysis import dynamics, probes
@@ -14,8 +15,6 @@ from tinyviz.model.transformer import Transformer
 from tinyviz.training import dynamics as store
 from tinyviz.training.runs import Run
 from tinyviz.training.session import TrainingSession
-
-from reliability_helpers import tiny_cfg
 
 
 @pytest.fixture(scope="module")
