@@ -45,7 +45,7 @@ def weights_version(run_id: str, step: int | None = None) -> int:
     """Changes when the weights a page shows change: the checkpoint's file, or a kept step's file."""
     if step is None or step == open_run(run_id).weights_step():
         return _mtime(Path(run_id) / MODEL)
-    return hash((step, _mtime(open_run(run_id).history.path(step))))
+    return hash((step, *open_run(run_id).history.file_version(step)))
 
 
 def kept_steps(run_id: str) -> list[int]:
@@ -73,9 +73,9 @@ def _open(run_id: str, version: tuple) -> Run:
     return Run.open(Path(run_id))
 
 
-def config_version(run_id: str) -> int:
+def config_version(run_id: str) -> tuple:
     """Changes when the run folder is replaced (a new config.json)."""
-    return _mtime(Path(run_id) / "config.json")
+    return file_version(run_id, CONFIG)
 
 
 def open_run(run_id: str) -> Run:

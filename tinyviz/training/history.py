@@ -92,6 +92,14 @@ class History:
         named = {s for s in index["steps"] if isinstance(s, int)}
         return [s for s in files if s in named]
 
+    def file_version(self, step: int) -> tuple[int, int]:
+        """(mtime_ns, size) of step's file, (0, 0) while it is missing: a cache key."""
+        try:
+            st = self.path(step).stat()
+        except FileNotFoundError:
+            return 0, 0
+        return st.st_mtime_ns, st.st_size
+
     def nbytes(self) -> int:
         return sum(self.path(s).stat().st_size for s in self.steps() if self.path(s).exists())
 
