@@ -26,6 +26,8 @@ import contextlib
 import json
 import os
 import re
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -94,6 +96,35 @@ def _pid_alive(pid: int) -> bool:
     except OSError:
         return True  # someone else's live process, or we cannot tell: keep its file
     return True
+
+
+def _process_start(pid: int) -> str | None:
+    """When the process started, in clock ticks since boot (Linux), to tell a reused pid apart; else None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+# Who writes a run: recorded in state.json while it trains, so a reader can tell a run that trains from
+# one whose writer was killed (a server restarted after kill -9 would otherwise show "running" forever).
+_THIS_PROCESS = {"pid": os.getpid(), "started": _process_start(os.getpid()), "host": socket.gethostname()}
+_WRITING: set[str] = set()  # run folders this process is training right now
+_WRITING_LOCK = threading.Lock()
+
+
+def _writer_alive(writer: Any) -> bool:
+    """Whether the process recorded as a run's writer still trains it (True when it cannot be told)."""
+    if not isinstance(writer, dict) or not isinstance(writer.get("pid"), int):
+        return False
+    if writer.get("host") != _THIS_PROCESS["host"]:
+        return True  # a shared folder written by another machine: assume it knows what it does
+    if writer["pid"] == _THIS_PROCESS["pid"] and writer.get("started") == _THIS_PROCESS["started"]:
+        return None  # this process: the caller checks _WRITING
+    if not _pid_alive(writer["pid"]):
+        return False
+    started = _process_start(writer["pid"])
+    return started is None or writer.get("started") in (None, started)
 
 
 def _discard(tmp: Path) -> None:
@@ -358,14 +389,46 @@ class Run:
             return 0
 
     def write_state(self, **fields) -> None:
-        atomic_write_json(self.path / STATE, {**self.state(), **fields})
+        atomic_write_json(self.path / STATE, {**self._stored_state(), **fields})
 
-    def state(self) -> dict[str, Any]:
+    def _stored_state(self) -> dict[str, Any]:
         try:
             data = json.loads((self.path / STATE).read_text(encoding="utf-8"))
             return data if isinstance(data, dict) else {}
         except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return {}
+
+    def state(self) -> dict[str, Any]:
+        """state.json: step, elapsed, status, message. A run that says "running" but whose writer is gone
+        (killed, crashed, the server restarted) reads as "stopped", with a message saying so."""
+        data = self._stored_state()
+        if data.get("status") == "running" and not self.is_training():
+            step = self.weights_step()
+            data = {**data, "status": "stopped",
+                    "message": f"training was interrupted (the process that trained it ended); the checkpoint "
+                               f"at step {step} is kept. Resume to continue from there."}
+        return data
+
+    def is_training(self) -> bool:
+        """Whether a live process (this one or another) trains this run now."""
+        alive = _writer_alive(self._stored_state().get("writer"))
+        if alive is None:
+            with _WRITING_LOCK:
+                return str(self.path.resolve()) in _WRITING
+        return alive
+
+    @contextlib.contextmanager
+    def writing(self):
+        """Mark this process as the run's writer for the block (state.json names it; see state())."""
+        key = str(self.path.resolve())
+        with _WRITING_LOCK:
+            _WRITING.add(key)
+        try:
+            self.write_state(writer=_THIS_PROCESS)
+            yield self
+        finally:
+            with _WRITING_LOCK:
+                _WRITING.discard(key)
 
     # -- metrics -----------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -106,8 +106,9 @@ class TrainingSession:
         cfg = self.run.config.train
         end = cfg.steps if max_steps is None else min(cfg.steps, self.step + max_steps)
         self.status, self.message = "running", ""
-        self.run.write_state(status="running", message="")
-        with self.run.metrics_log() as log_metrics:
+        # state.json names this process as the writer, so a reader can tell a run whose process died
+        with self.run.writing(), self.run.metrics_log() as log_metrics:
+            self.run.write_state(status="running", message="")
             try:
                 while self.step < end:
                     if stop is not None and stop.is_set():
@@ -125,7 +126,7 @@ class TrainingSession:
                     self.status = "done" if self.step >= cfg.steps else "stopped"
             except NonFiniteLoss as e:
                 self.status, self.message = "failed", str(e)
-        self._checkpoint(self.status, self.message)
+            self._checkpoint(self.status, self.message)
         return self.status
 
     def _periodic(self, m: StepMetrics, cfg, on_snapshot) -> None:
