@@ -14,7 +14,7 @@ from tinyviz.app import (
     sweep_panel,
     widgets,
 )
-from tinyviz.app.registry import RegistryFull, registry
+from tinyviz.app.registry import RegistryFull, live_fragment, live_metrics, registry
 from tinyviz.training.runs import RunError, check_run_name
 
 
@@ -41,7 +41,7 @@ def pick_runs() -> list:
 def loss_section(runs: list) -> None:
     state.default(state.COMPARE_LOG_Y, True)
     st.toggle("Log-scale loss", key=state.COMPARE_LOG_Y, persist_state="session")
-    metrics = {r.name: loaders.metrics(str(r.path)) for r in runs}
+    metrics = {r.name: live_metrics(str(r.path), loaders.metrics) for r in runs}
     fig = plots.loss_curves(metrics, log_y=state.get(state.COMPARE_LOG_Y))
     current = state.get(state.RUN)
     if current and any(str(r.path) == current for r in runs) and loaders.kept_steps(current):
@@ -129,9 +129,10 @@ def ab_section() -> None:
 st.title("Compare")
 chosen = pick_runs()
 if chosen:
-    loss_section(chosen)
+    ids = [str(r.path) for r in chosen]  # a run that trains: its curve and heads fill in here as it trains
+    live_fragment(ids, 2.0, lambda: loss_section(chosen))
     config_section(chosen)
-    heads_section(chosen)
+    live_fragment(ids, 10.0, lambda: heads_section(chosen))
 else:
     st.info("Pick one or more runs to compare.")
 ab_section()

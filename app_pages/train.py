@@ -123,7 +123,10 @@ with st.expander("New run", expanded=not registry().running(), icon=":material/a
 
 msg = state.get(state.TRAIN_MSG)
 if msg:
-    (st.error if msg[0] == "error" else st.success)(msg[1])
+    if msg[0] == "error":
+        st.error(msg[1])
+    else:  # a toast, which goes away: a banner would stay for the whole run (the panel redraws only itself)
+        st.toast(msg[1], icon=":material/play_arrow:")
     state.put(state.TRAIN_MSG, None)
 
 run_id = state.get(state.RUN)

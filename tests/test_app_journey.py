@@ -52,3 +52,27 @@ def test_a_data_field_edited_after_the_preset_wins(runs_root):
     registry().stop_all()
     data = json.loads((runs_root / "stories-0.8m-tinytales-1" / "config.json").read_text())["data"]
     assert (data["tokenizer"], data["bpe_vocab_size"], data["corpus_chars"]) == ("bpe", 400, 50_000)
+
+
+def test_while_training_the_sidebar_shows_the_live_step_and_start_is_a_toast(runs_root):
+    """The sidebar's step is the latest logged step, not the latest checkpoint's (step 0 for the first
+    100 steps of micro); 'Started' is a toast that goes away, not a banner that stays for the whole run."""
+    import re
+    import time
+
+    from tinyviz.app.registry import registry
+
+    at = ok(app("train"))
+    at.number_input(key="cfg_micro_train_steps").set_value(5000).run()
+    at.number_input(key="cfg_micro_train_checkpoint_interval").set_value(1000).run()
+    at.button(key="train_start").click().run()
+    assert any("Started micro-tinytales-1" in t.value for t in at.toast) and not at.success
+    job = registry().get(str(runs_root / "micro-tinytales-1"))
+    deadline = time.monotonic() + 120
+    while job.snapshot()["step"] < 20:
+        assert time.monotonic() < deadline, "no steps logged"
+        time.sleep(0.5)
+    at.run()
+    line = next(c.value for c in at.sidebar.caption if "training" in c.value)
+    assert int(re.search(r"step (\d+) of 5000", line).group(1)) >= 20  # the checkpoint is still step 0
+    registry().stop_all()

@@ -50,12 +50,18 @@ def cmd_train(args) -> int:
         print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)...", file=sys.stderr)
 
     out = Path(args.out)
-    if args.resume:
-        if args.set or args.preset_given:
-            return _fail("--resume continues a run with its own config; drop --preset and --set.")
-        session = TrainingSession.resume(out)
-    else:
-        session = TrainingSession.start(build_config(args), out, overwrite=args.overwrite)
+    if args.resume and (args.set or args.preset_given):
+        return _fail("--resume continues a run with its own config; drop --preset and --set.")
+    # from here on, so that a stop while the run loads (the app's Stop right after Start) is a clean stop too
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        if args.resume:
+            session = TrainingSession.resume(out)
+        else:
+            session = TrainingSession.start(build_config(args), out, overwrite=args.overwrite)
+    except BaseException:
+        signal.signal(signal.SIGINT, previous)
+        raise
     cfg = session.run.config
     trainer = session.trainer
     print(
@@ -63,7 +69,6 @@ def cmd_train(args) -> int:
         f"(decayed {trainer.n_decay:,}, not decayed {trainer.n_no_decay:,}), vocab {cfg.model.d_vocab}, "
         f"corpus {cfg.data.corpus} -> {out}", file=sys.stderr,
     )
-    previous = signal.signal(signal.SIGINT, on_sigint)
     bar = tqdm(total=cfg.train.steps, initial=session.step, unit="step", dynamic_ncols=True, file=sys.stderr)
     last_val = [None]
 

@@ -48,3 +48,49 @@ def test_induction_preset_in_the_app_writes_the_clis_config(page, app_url, app_r
         time.sleep(1)
     settle(page)
     shot(page, "journey-induction-done")
+
+
+def sidebar_step(page) -> int:
+    import re
+
+    text = page.locator('[data-testid="stSidebar"] [data-testid="stCaptionContainer"]').all_text_contents()
+    found = [int(m.group(1)) for t in text if (m := re.search(r"step (\d+) of", t))]
+    return found[0] if found else -1
+
+
+def test_while_training_the_sidebar_and_compare_refresh_without_a_reload(page, app_url, app_runs):
+    open_page(page, app_url)
+    open_page(page, app_url, "train", "Train")
+    pick(page, "train_preset", "micro")
+    fill(page, "cfg_micro_train_steps", 20000)
+    button(page, "train_start").click()
+    page.get_by_role("heading", name="micro-tinytales-1 · training").wait_for(timeout=120_000)
+    first = sidebar_step(page)
+    deadline = time.monotonic() + 120
+    while sidebar_step(page) <= max(first, 0):
+        assert time.monotonic() < deadline, "the sidebar's step did not move"
+        time.sleep(0.5)
+    time.sleep(6)  # the toast's lifetime
+    assert page.get_by_text("Started micro-tinytales-1").count() == 0, "the 'Started' message stayed"
+    shot(page, "journey-train-live")
+    page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Compare").click()
+    page.get_by_role("heading", name="Compare", level=1).wait_for()
+    settle(page)
+    runs = page.locator(f"{by_key('compare_runs')}")
+    if "micro-tinytales-1" not in runs.text_content():
+        runs.locator("input").first.click()
+        page.get_by_role("option", name="micro-tinytales-1").click()
+        page.keyboard.press("Escape")
+        settle(page)
+    plot = page.locator(f"{by_key('compare_loss')} .js-plotly-plot").first
+    count = ("el => Math.max(...el.data.filter(t => (t.name || '').startsWith('micro-tinytales-1'))"
+             ".map(t => t.x ? t.x.length : 0))")
+    before = plot.evaluate(count)
+    deadline = time.monotonic() + 120
+    while plot.evaluate(count) <= before:
+        assert time.monotonic() < deadline, "Compare's curve of the training run did not grow"
+        time.sleep(0.5)
+    shot(page, "journey-compare-live")
+    page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Train").click()
+    page.locator('[class*="st-key-train_stop_"]:not([data-stale="true"])').get_by_role("button").first.click()
+    page.get_by_text("stopped by request", exact=False).wait_for(timeout=120_000)

@@ -9,10 +9,11 @@ import streamlit as st
 
 from tinyviz.analysis import export
 from tinyviz.app import loaders, state
-from tinyviz.app.registry import registry
+from tinyviz.app.registry import live_fragment, registry
 from tinyviz.app.uploads import UploadError, extract_run_zip, import_server_model, import_uploaded_model
 from tinyviz.training.runs import Run, RunError
 
+LIVE_S = 2.0  # the status line's refresh while a run trains
 URL_PARAM = "run"  # ?run=NAME: the current run's folder name
 STEP_PARAM = "step"  # ?step=N: the step control's choice (absent: the latest)
 
@@ -23,13 +24,28 @@ def _label(run_id: str) -> str:
 
 
 def _status(run_id: str) -> str:
+    """'step 1925 of 3000 · training · 2L 2H ...': a training run's step is its latest logged step, not
+    its latest checkpoint's."""
     try:
         s = loaders.open_run(run_id).summary()
     except RunError as e:
         return str(e)
     job = registry().get(run_id)
-    status = "training" if job is not None and job.alive else s["status"]
-    return f"step {s['step']} of {s['steps']} · {status} · {s['model']}"
+    if job is not None and job.alive:
+        return f"step {job.snapshot()['step']} of {s['steps']} · training · {s['model']}"
+    return f"step {s['step']} of {s['steps']} · {s['status']} · {s['model']}"
+
+
+def _live_status(current: str | None) -> None:
+    """The current run's status line and who trains, redrawn while anything trains."""
+    def draw():
+        if current:
+            st.caption(_status(current))
+        training = registry().running()
+        if training:
+            st.caption("Training now: " + ", ".join(Path(j.run_id).name for j in training))
+
+    live_fragment([j.run_id for j in registry().running()], LIVE_S, draw)
 
 
 def _on_pick(key: str) -> None:
@@ -202,16 +218,13 @@ def run_picker(ids: list[str], current: str | None) -> None:
                          on_change=_on_pick, args=(key,),
                          label_visibility="collapsed", help="the demo run, and every run folder in "
                          f"{loaders.runs_root()}/")
-            st.caption(_status(current))
+        _live_status(current if ids else None)
         st.file_uploader("Open a zipped run folder", type=["zip"], key=state.UPLOAD, on_change=_on_upload,
                          help="a zip of one run folder (config.json, tokenizer.json, model.safetensors, ...)")
         msg = state.get(state.UPLOAD_MSG)
         if msg:
             (st.error if msg[0] == "error" else st.success)(msg[1])
         open_elsewhere_box()
-        training = registry().running()
-        if training:
-            st.caption("Training now: " + ", ".join(Path(j.run_id).name for j in training))
 
 
 def bundle_box() -> None:

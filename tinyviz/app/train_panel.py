@@ -1,8 +1,9 @@
 """The Train page's live panel: progress, loss, lr, throughput, gradients, activations, health, samples.
 
-It is a fragment that reruns every 1.5 s while its run trains and stops polling when the
-run ends (one full rerun then, so the page settles). It reads the registry's lock-protected
-snapshot of a training run, or the run folder of one that is not training.
+It is a fragment that reruns every REFRESH_S = 2 s while its run trains and stops polling when
+the run ends (one full rerun then, so the page settles). It reads the registry's snapshot of a
+training run (its metrics file read incrementally), or the run folder of one that is not training.
+The run trains in its own process, so drawing competes with it for cores, not for an interpreter.
 """
 
 from __future__ import annotations
@@ -10,15 +11,16 @@ from __future__ import annotations
 import zlib
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
-from tinyviz.analysis import plots
+from tinyviz.analysis import plots, probes
 from tinyviz.app import loaders, state, widgets
 from tinyviz.app.registry import RegistryFull, registry
 from tinyviz.training import health
 from tinyviz.training.runs import RunError
 
-REFRESH_S = 1.5  # drawing the panel takes a few tenths of a second; faster polls would queue up
+REFRESH_S = 2.0  # the numbers and the loss curve; the slower charts change only when a snapshot lands
 STATUS_ICONS = {"running": ":green[:material/play_circle:]", "done": ":green[:material/check_circle:]",
                 "stopped": ":orange[:material/pause_circle:]", "failed": ":red[:material/error:]",
                 "ready": ":gray[:material/radio_button_unchecked:]", "new": ":gray[:material/radio_button_unchecked:]"}
@@ -34,7 +36,7 @@ def _eta(seconds) -> str:
 def _view(run_id: str) -> dict:
     """What to draw: the live job's snapshot, or the run folder's metrics and state."""
     job = registry().get(run_id)
-    if job is not None and (job.alive or job.status != "running"):
+    if job is not None:
         return {**job.snapshot(), "alive": job.alive}
     run = loaders.open_run(run_id)
     st_ = run.state()
@@ -104,6 +106,9 @@ def _progress(view: dict) -> None:
 
 
 def _charts(run_id: str, view: dict) -> None:
+    """Every refresh: the numbers and the loss curve. The slower charts (lr, tokens/s, gradients,
+    activations, heads) are drawn from the records up to a step that moves every half snapshot
+    interval, so between those steps they are the same figures, built once (cached) and not redrawn."""
     metrics, name = view["metrics"], Path(run_id).name
     if not metrics:
         st.info("No steps logged yet; the charts appear with the first step.")
@@ -117,30 +122,71 @@ def _charts(run_id: str, view: dict) -> None:
     m[3].metric("Learning rate", f"{last['lr']:.2e}")
     m[4].metric("Grad norm", f"{last['grad_norm']:.3g}")
 
-    cfg = loaders.open_run(run_id).config
-    _health(metrics, cfg)
+    run = loaders.open_run(run_id)
+    _health(metrics, run.config)
     state.default(state.TRAIN_LOG_Y, True)
     st.toggle("Log-scale loss", key=state.TRAIN_LOG_Y, persist_state="session")
     widgets.chart(plots.loss_curves({name: metrics}, log_y=state.get(state.TRAIN_LOG_Y)),
                   plots.title(name, "loss"), key="train_loss")
-    left, right = st.columns(2)
-    with left:
-        widgets.chart(plots.metric_curve(metrics, "lr", name, "learning rate"), plots.title(name, "lr"),
-                      key="train_lr")
-    with right:
-        widgets.chart(plots.metric_curve(metrics, "tokens_per_s", name, "tokens per second"),
-                      plots.title(name, "tokens per second"), key="train_tps")
-    widgets.chart(plots.grad_norm_heatmap(metrics, name), plots.title(name, "gradient norms"), key="train_grad")
-    steps = loaders.open_run(run_id).snapshot_steps()
-    if steps:
-        snap = loaders.snapshot(run_id, steps[-1])
-        if snap.get("act_stats"):
-            widgets.chart(plots.activation_stats_bars(snap["act_stats"], name, steps[-1]),
-                          plots.title(name, "activations", f"step {steps[-1]}"), key="train_acts")
     samples = [r for r in metrics if (r.get("extra") or {}).get("sample")]
     if samples:
         st.markdown(f"**Sample preview** (greedy, step {samples[-1]['step']})")
         st.code(samples[-1]["extra"]["sample"], language=None, wrap_lines=True)
+    # while training, the slower charts move in steps of half a snapshot interval (every refresh at first)
+    bucket = max(10, (run.config.train.snapshot_interval or 100) // 2)
+    upto = last["step"] // bucket * bucket if view["alive"] else last["step"]
+    upto = upto or last["step"]
+    version = loaders.weights_version(run_id), (Path(run_id) / "config.json").stat().st_mtime_ns
+    figs = _slow_figures(run_id, upto, version, _metrics=[r for r in metrics if r["step"] <= upto])
+    heads = figs.get("heads")
+    if heads is not None:
+        st.markdown(f"**Heads at step {figs['heads_step']}** (the probe prompt; open the Heads page to explore)")
+        st.caption(figs["formed"])
+        widgets.chart(heads, plots.title(name, "all heads", f"step {figs['heads_step']}"), key="train_heads")
+    left, right = st.columns(2)
+    with left:
+        widgets.chart(figs["lr"], plots.title(name, "lr"), key="train_lr")
+    with right:
+        widgets.chart(figs["tps"], plots.title(name, "tokens per second"), key="train_tps")
+    widgets.chart(figs["grad"], plots.title(name, "gradient norms"), key="train_grad")
+    if figs.get("acts") is not None:
+        widgets.chart(figs["acts"], plots.title(name, "activations", f"step {figs['acts_step']}"), key="train_acts")
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _slow_figures(run_id: str, upto: int, version: tuple, _metrics: list[dict]) -> dict:
+    """The charts that change only when a snapshot lands, for records up to step `upto` (cached per step
+    and per version of the run's files, so a new run of the same name is drawn afresh)."""
+    name = Path(run_id).name
+    out = {"lr": plots.metric_curve(_metrics, "lr", name, "learning rate"),
+           "tps": plots.metric_curve(_metrics, "tokens_per_s", name, "tokens per second"),
+           "grad": plots.grad_norm_heatmap(_metrics, name)}
+    steps = [s for s in loaders.open_run(run_id).snapshot_steps() if s <= upto]
+    if steps:
+        snap = loaders.snapshot(run_id, steps[-1])
+        if snap.get("act_stats"):
+            out["acts"], out["acts_step"] = plots.activation_stats_bars(snap["act_stats"], name, steps[-1]), steps[-1]
+        if snap.get("scores"):
+            labels = probes.label_heads({k: np.asarray(v) for k, v in snap["scores"].items()})
+            out["heads"] = plots.head_grid(snap["patterns"], name, steps[-1], labels)
+            out["heads_step"] = steps[-1]
+            out["formed"] = induction_formed(run_id, steps)
+    return out
+
+
+def induction_formed(run_id: str, steps: list[int]) -> str:
+    """'Induction head formed at step N (L1H0).' from the snapshots, or that none has yet."""
+    for step in steps:
+        scores = loaders.snapshot(run_id, step).get("scores")
+        if not scores:
+            continue
+        labels = probes.label_heads({k: np.asarray(v) for k, v in scores.items()})
+        found = [f"L{l}H{h}" for l, row in enumerate(labels) for h, lab in enumerate(row) if lab == "induction"]
+        if found:
+            return (f":material/flag: **Induction head formed at step {step}** ({', '.join(found)}): from then on "
+                    "it attends to the token after an earlier copy of the current one.")
+    return (f"No induction head yet (by step {steps[-1]}); one forms when a layer-1 head learns to attend to the "
+            "token after an earlier copy of the current one. Labels: prev = previous token, induction, sink, self.")
 
 
 def _health(metrics: list[dict], cfg) -> None:

@@ -27,6 +27,9 @@ SPIKE_WINDOW = 50  # records in the running median of the loss
 SPIKE_RATIO = 1.5  # a loss above this many running medians is a spike
 SPIKE_NEAR = 100  # steps around an entropy drop searched for a loss spike
 LEAK_COPY_LOSS = 0.3  # a non-causal model below this loss is copying from the future
+OVERFIT_RISE = 0.03  # nats the latest val loss sits above its best before overfitting is said
+OVERFIT_EVALS = 3  # ... for this many evaluations in a row (one high evaluation is noise)
+OVERFIT_WINDOW = 50  # records averaged for "train loss then" and "train loss now"
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,10 @@ def health_checks(
     - entropy_collapse: "entropy_mean" falling by more than ENTROPY_DROP = 50 % between two
       consecutive snapshots, with a loss above SPIKE_RATIO = 1.5x the median of the previous
       SPIKE_WINDOW = 50 records within SPIKE_NEAR = 100 steps of that interval.
+    - overfitting: the val loss has stayed more than OVERFIT_RISE = 0.03 nats above its best for the
+      last OVERFIT_EVALS = 3 evaluations while the mean train loss of the last OVERFIT_WINDOW = 50
+      records is below its mean over the 50 records up to the best evaluation; the warning's step is
+      that of the best evaluation, where overfitting began.
     - leakage: ``causal`` is False; said more strongly below LEAK_COPY_LOSS = 0.3 nats.
     """
     recs = [m for m in metrics if m.get("loss") is not None]
@@ -80,6 +87,8 @@ def health_checks(
     if len(recs):
         out += _check_init(steps, loss, ln_v) + _check_stuck(steps, loss, ln_v, unigram_entropy)
     out += _check_grad(steps, grad) + _check_entropy(steps, loss, snaps)
+    out += _check_overfit(steps, loss, [(int(m["step"]), float(m["val_loss"])) for m in metrics
+                                        if m.get("val_loss") is not None and math.isfinite(float(m["val_loss"]))])
     if not causal:
         msg = ("The causal mask is off, so every position sees the tokens after it: the training loss does not "
                "measure next-token prediction, and generation, where the future is unknown, will be poor.")
@@ -164,6 +173,26 @@ def _check_entropy(steps, loss, snaps) -> list[HealthWarning]:
                 "attention has likely collapsed onto a few keys as its logits grew. Lower the learning rate, lengthen "
                 "warmup, and keep attn_scale and normalisation on."), s1))
     return out
+
+
+def _check_overfit(steps, loss, vals: list[tuple[int, float]]) -> list[HealthWarning]:
+    if len(vals) <= OVERFIT_EVALS or not len(steps):
+        return []
+    best = min(range(len(vals)), key=lambda i: vals[i][1])
+    recent = vals[-OVERFIT_EVALS:]
+    if best > len(vals) - 1 - OVERFIT_EVALS or any(v - vals[best][1] <= OVERFIT_RISE for _, v in recent):
+        return []
+    ok = np.isfinite(loss)
+    then = loss[ok & (steps <= vals[best][0])][-OVERFIT_WINDOW:]
+    now = loss[ok][-OVERFIT_WINDOW:]
+    if not len(then) or not len(now) or now.mean() >= then.mean():
+        return []
+    (s0, v0), (s1, v1) = vals[best], vals[-1]
+    return [HealthWarning("overfitting", "warning", (
+        f"Overfitting since step {s0}: the validation loss rose from {v0:.3f} (its best, at step {s0}) to {v1:.3f} "
+        f"at step {s1}, while the training loss kept falling ({then.mean():.3f} -> {now.mean():.3f}): the model is "
+        "memorising its training text. Train on more text (corpus_chars), add dropout or weight decay, or use fewer "
+        "steps."), s0)]
 
 
 def unigram_entropy(ids, vocab_size: int) -> float:

@@ -1,0 +1,170 @@
+"""App vs CLI training speed: the same preset trained by `python -m tinyviz train` and by the real app
+(Streamlit server + headless Chromium with the Train page open, its live panel refreshing).
+
+    python -m benchmarks.app_speed [--preset induction] [--steps 600]
+
+Both sides are timed the same way, from outside: this process polls the run folder's metrics.jsonl
+every 0.1 s and takes steps per second of wall clock over the middle of the run (steps 10 % .. 90 %,
+so start-up, the first compile-like warm steps and the final checkpoint count on neither side), which
+includes every evaluation, snapshot and sample preview. Also reported: the median of the trainer's own
+per-step tokens/s (what the panel shows) and "dips", the fraction of steps slower than 0.7x that median
+(a panel refresh that steals the interpreter shows up as a dip). Needs Chromium and Playwright;
+without them ``measure`` returns {"skipped": reason}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("TINYVIZ_CHROMIUM", "/usr/bin/chromium")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except OSError:
+        return 0
+
+
+def _watch(metrics: Path, steps: int, alive, timeout: float) -> list[tuple[float, int]]:
+    """(time, steps logged) every 0.1 s until the run has logged `steps` steps or alive() turns False."""
+    trace, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        n = _lines(metrics)
+        trace.append((time.monotonic(), n))
+        if n >= steps or not alive():
+            break
+        time.sleep(0.1)
+    return trace
+
+
+def _rate(trace: list[tuple[float, int]], steps: int) -> float | None:
+    """Steps per second between the first sample past 10 % and the first past 90 % of the steps."""
+    lo = next(((t, n) for t, n in trace if n >= 0.1 * steps), None)
+    hi = next(((t, n) for t, n in trace if n >= 0.9 * steps), None)
+    if lo is None or hi is None or hi[0] <= lo[0]:
+        return None
+    return (hi[1] - lo[1]) / (hi[0] - lo[0])
+
+
+def _per_step(metrics: Path) -> dict:
+    recs = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+    tps = [r["tokens_per_s"] for r in recs[len(recs) // 10:]]
+    med = statistics.median(tps)
+    return {"median_tokens_per_s": med, "dips": sum(t < 0.7 * med for t in tps) / len(tps)}
+
+
+def _cli(preset: str, steps: int, out: Path, timeout: float) -> dict:
+    cmd = [sys.executable, "-m", "tinyviz", "train", "--preset", preset, "--set", f"steps={steps}", "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trace = _watch(out / "metrics.jsonl", steps, lambda: proc.poll() is None, timeout)
+    proc.wait(timeout)
+    return {"steps_per_s": _rate(trace, steps), **_per_step(out / "metrics.jsonl")}
+
+
+def _app(preset: str, steps: int, runs: Path, timeout: float, panel: bool = True) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    env = {**os.environ, "TINYVIZ_RUNS": str(runs)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(180):
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync"])
+            page = browser.new_page(viewport={"width": 1500, "height": 2200})
+            page.set_default_timeout(120_000)
+            page.goto(f"{url}/train")
+            page.get_by_role("heading", name="Train", level=1).wait_for()
+            page.locator(".st-key-train_preset input").first.click()
+            page.get_by_role("option", name=preset, exact=True).click()
+            box = page.locator(f".st-key-cfg_{preset}_train_steps input").first
+            box.wait_for()
+            time.sleep(1.0)
+            box.fill(str(steps))
+            box.press("Enter")
+            time.sleep(1.5)
+            page.locator(".st-key-train_start button").first.click()
+            name = f"{preset}-tinytales-1"
+            metrics = runs / name / "metrics.jsonl"
+            if not panel:  # the same run with the page closed
+                for _ in range(600):
+                    if metrics.exists():
+                        break
+                    time.sleep(0.1)
+                page.goto("about:blank")
+            trace = _watch(metrics, steps, lambda: True, timeout)
+            browser.close()
+        return {"steps_per_s": _rate(trace, steps), **_per_step(metrics)}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+
+
+def measure(preset: str = "induction", steps: int = 600, timeout: float = 600, closed: bool = False) -> dict:
+    """{"cli": {...}, "app": {...}, "ratio": app/cli steps per second, "load": (1, 5, 15 min)} or {"skipped"}."""
+    if not Path(CHROMIUM).exists():
+        return {"skipped": f"no Chromium at {CHROMIUM} (apt-get install chromium, or set TINYVIZ_CHROMIUM)"}
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return {"skipped": "playwright is not installed (pip install -r requirements-dev.txt)"}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        (tmp / "runs").mkdir()
+        if (ROOT / "checkpoints" / "demo").exists():
+            shutil.copytree(ROOT / "checkpoints" / "demo", tmp / "runs" / "demo")
+        res = {"preset": preset, "steps": steps, "load_before": os.getloadavg()}
+        res["cli"] = _cli(preset, steps, tmp / "cli", timeout)
+        res["app"] = _app(preset, steps, tmp / "runs", timeout)
+        if closed:
+            shutil.rmtree(tmp / "runs" / f"{preset}-tinytales-1")
+            res["app_closed"] = _app(preset, steps, tmp / "runs", timeout, panel=False)
+        res["load_after"] = os.getloadavg()
+    if res["cli"]["steps_per_s"] and res["app"]["steps_per_s"]:
+        res["ratio"] = res["app"]["steps_per_s"] / res["cli"]["steps_per_s"]
+    return res
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.app_speed", description=__doc__.split("\n")[0])
+    p.add_argument("--preset", default="induction")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--closed", action="store_true", help="also time the app with the page closed")
+    args = p.parse_args(argv)
+    print(json.dumps(measure(args.preset, args.steps, closed=args.closed), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
