@@ -162,7 +162,10 @@ def head_grid(patterns: np.ndarray, run: str, step: int | None = None,
     L, H, T = p.shape[0], p.shape[1], p.shape[-1]
     names = [f"L{l}H{h} " + (_SHORT.get(labels[l][h], labels[l][h]) if labels else "")
              for l in range(L) for h in range(H)]
-    fig = make_subplots(rows=L, cols=H, subplot_titles=names, horizontal_spacing=0.02,
+    # beyond 6 columns a label no longer fits over its cell (GPT-2 small has 12): the titles keep the
+    # head's name and the label moves to the hover text and the table below
+    titles = names if H <= 6 else [f"L{l}H{h}" for l in range(L) for h in range(H)]
+    fig = make_subplots(rows=L, cols=H, subplot_titles=titles, horizontal_spacing=0.02,
                         vertical_spacing=min(0.1, 0.4 / L))
     n = min(T, _CLICK_MARKERS)
     centres = ((np.arange(n) + 0.5) * T / n - 0.5).tolist()
@@ -186,13 +189,13 @@ def head_grid(patterns: np.ndarray, run: str, step: int | None = None,
         ref = "" if l * H + h == 0 else str(l * H + h + 1)
         fig.add_shape(type="rect", xref=f"x{ref} domain", yref=f"y{ref} domain", x0=0, x1=1, y0=0, y1=1,
                       line=dict(color="#d62728", width=3))
-    heading = "All heads" + (f" (thumbnails: each {pooled}x{pooled} block shows its maximum)" if pooled > 1 else "")
+    heading = "All heads" + (f" ({pooled}x{pooled}-block max thumbnails)" if pooled > 1 else "")
     _layout(fig, title(heading, run, step is not None and f"step {step}"),
             height=80 + L * int(min(200, max(48, 560 / H))),
             coloraxis=dict(colorscale=ATTN_SCALE, cmin=0, cmax=1, showscale=False),
             margin=dict(l=10, r=10, t=60, b=10),
             hovermode="closest", clickmode="event+select", dragmode=False)
-    fig.update_annotations(font_size=11)
+    fig.update_annotations(font_size=11 if H <= 6 else 9)
     return fig
 
 

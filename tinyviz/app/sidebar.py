@@ -112,7 +112,8 @@ def open_elsewhere_box() -> None:
         st.caption("A nanoGPT ckpt.pt with its meta.pkl, a llama2.c .bin with its tokenizer.bin, or a Hugging Face "
                    "GPT-2 / Llama folder (config.json, model.safetensors, tokenizer.json). It becomes a run here.")
         st.file_uploader("Upload the model and its tokenizer", accept_multiple_files=True, key=state.IMPORT_FILES,
-                         help="up to 200 MB in all; open bigger models by their path on the server below")
+                         help="50 MB per file (the app's upload cap): open bigger models by their path on "
+                         "the server below")
         st.button("Open the uploaded files", key="sidebar_import_upload", on_click=_import, args=("upload",))
         st.text_input("...or a path on the server", key=state.IMPORT_PATH,
                       placeholder="out-shakespeare-char/ckpt.pt, stories15M.bin, hf/gpt2-folder")

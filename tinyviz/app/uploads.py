@@ -37,7 +37,7 @@ def extract_run_zip(data: bytes, root: Path, filename: str = "run.zip") -> Run:
 
 # -- models trained elsewhere (nanoGPT, llama2.c, Hugging Face) ----------------------------------------------
 _TOKENIZER_NAMES = re.compile(r"^(tokenizer\.(json|bin)|meta\.pkl|tok\d+\.bin)$")
-MAX_MODEL_UPLOAD_BYTES = 200_000_000  # Streamlit's own upload cap; bigger models open by a path on the server
+MAX_MODEL_UPLOAD_BYTES = 200_000_000  # all files together (each is capped at 50 MB by .streamlit/config.toml)
 
 
 def _safe_name(name: str, fallback: str = "imported") -> str:
