@@ -67,6 +67,8 @@ def _corpus_widgets(preset_name: str) -> dict:
             return {}
         st.caption(f"{len(text):,} characters, {len(set(text))} distinct; saved as {path}.")
         data["corpus"] = str(path)
+    elif off := loaders.server_paths_off():
+        st.warning(off, icon=":material/lock:")
     else:
         data["corpus"] = st.text_input("Path to a .txt file", key="train_corpus_path", persist_state="session")
     tokenizers = ["char", "bpe"]

@@ -337,6 +337,47 @@ def test_the_train_form_widgets_have_maxima(runs_root):
     assert unbounded == []
 
 
+@pytest.fixture
+def server_address():
+    """Set server.address as `streamlit run app.py --server.address X` would; put the default back after."""
+    from streamlit import config
+    before = config.get_option("server.address")
+    yield lambda value: config.set_option("server.address", value)
+    config.set_option("server.address", before)
+
+
+@pytest.mark.parametrize("address, allow, readable", [
+    ("localhost", "", True), ("127.0.0.1", "", True), ("::1", "", True),
+    ("0.0.0.0", "", False), ("", "", False), ("192.168.1.20", "", False), ("myhost.lan", "", False),
+    ("0.0.0.0", "1", True),
+])
+def test_a_file_path_corpus_is_off_beyond_loopback_unless_enabled(runs_root, server_address, monkeypatch,
+                                                                  address, allow, readable):
+    server_address(address)
+    monkeypatch.setenv("TINYVIZ_ALLOW_SERVER_PATHS", allow)
+    at = app("train")
+    at.button_group(key="train_source").set_value("A file path").run()
+    no_exception(at)
+    boxes = [w for w in at.text_input if w.key == "train_corpus_path"]
+    warnings = [w.value for w in at.warning if "Reading a file on the server is off" in w.value]
+    if readable:
+        assert boxes and not warnings
+    else:
+        assert not boxes and len(warnings) == 1
+        assert "TINYVIZ_ALLOW_SERVER_PATHS=1" in warnings[0] and "Upload the text instead" in warnings[0]
+        assert at.button(key="train_start").disabled
+
+
+def test_the_ablation_panel_refuses_a_path_beyond_loopback(runs_root, server_address, tmp_path):
+    server_address("0.0.0.0")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the server's private text " * 400)
+    at = app("compare")
+    at.text_input(key="ablate_corpus").set_value(str(secret)).run()
+    at.button(key="ablate_preset_go").click().run()
+    shows_error(at, "Reading a file on the server is off")
+
+
 def test_rope_with_an_odd_head_size_is_an_error(runs_root, registry_cleanup):
     at = train_page(model_d_model=12, model_n_heads=4)
     at.selectbox(key="cfg_micro_model_pos_emb").set_value("rope").run()

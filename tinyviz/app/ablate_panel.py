@@ -20,7 +20,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from tinyviz.app import state, widgets
+from tinyviz.app import loaders, state, widgets
+from tinyviz.data import corpora
 from tinyviz.experiments import ablate, ablations
 from tinyviz.training.runs import metrics_lines_since
 
@@ -122,6 +123,8 @@ def render(root: Path = Path("checkpoints")) -> None:
     busy = registry.job is not None and registry.job.running
     if st.button("Run the ablation", icon=":material/play_arrow:", disabled=busy, key=f"{state.ABLATE_PRESET}_go"):
         try:
+            if not corpora.is_builtin(corpus.strip()) and (off := loaders.server_paths_off()):
+                raise ValueError(off)
             registry.start(name, root, int(seeds), int(steps), corpus.strip())
         except (ValueError, RuntimeError) as e:
             st.error(str(e))

@@ -7,6 +7,7 @@ sentence for st.error.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -21,6 +22,34 @@ DEMO = "demo"
 def runs_root() -> Path:
     """Where runs live: $TINYVIZ_RUNS (tests point it at a temporary folder), else ./checkpoints."""
     return Path(os.environ.get("TINYVIZ_RUNS", "checkpoints"))
+
+
+ALLOW_PATHS_ENV = "TINYVIZ_ALLOW_SERVER_PATHS"
+
+
+def _is_loopback(address: str) -> bool:
+    if address.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name or empty (every interface): reachable from elsewhere
+
+
+def server_paths_off() -> str | None:
+    """None when a corpus may be a path on the server's disk; otherwise the sentence saying why not.
+
+    On a server that listens beyond loopback, anyone who can open the page could make it read any file
+    the server can read, so paths are off there unless TINYVIZ_ALLOW_SERVER_PATHS=1."""
+    if os.environ.get(ALLOW_PATHS_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
+        return None
+    address = str(st.get_option("server.address") or "")
+    if _is_loopback(address):
+        return None
+    where = f"on {address}" if address else "on every network interface"
+    return (f"Reading a file on the server is off: this server listens {where}, so anyone who can open this page "
+            f"could make it read any file the server can read. Upload the text instead, or restart the server "
+            f"with {ALLOW_PATHS_ENV}=1 if everyone who can reach it may read its files.")
 
 
 def demo_path() -> Path:
