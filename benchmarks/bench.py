@@ -17,7 +17,10 @@ the CPU for a while slows both sides alike. Sections:
 5. interaction on the demo run: head click -> figure ready, temperature change -> new sample;
 6. peak RSS of a training run per preset and of a process with the demo run loaded;
 7. an imported model's size (a random GPT-2 small, 124 M parameters, built in memory): what each
-   page computes on a 128-token prompt (Heads, Predictions, logit lens, Sample), 2 threads and 1.
+   page computes on a 128-token prompt (Heads, Predictions, logit lens, Sample), 2 threads and 1;
+8. weights history (benchmarks/history_bench.py): bytes per run per preset, its share of a lab run's
+   training time, the Dynamics views' first computation on a 3,000-step run, and the step control's
+   page redraw.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import history_bench
 from benchmarks.reference import RefTrainer
 from tinyviz.analysis import probes
 from tinyviz.config import (
@@ -415,6 +419,8 @@ def report(res: dict) -> str:
             for name, s in rows.items():
                 lines.append(f"  {name + ' (' + (str(b['threads']) if label == 'threads' else '1') + ' thr)':<62}"
                              f"{fmt(s, 1, 2):>20}")
+    if res.get("history"):
+        lines += ["", history_bench.report(res["history"])]
     lines += ["", "peak RSS MB: " + ", ".join(
         f"{k} {v['peak_rss_mb']:.0f}" if "peak_rss_mb" in v else f"{k} failed: {v.get('error')}"
         for k, v in res["memory"].items())]
@@ -432,7 +438,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 leaves torch's default)")
     p.add_argument("--demo", default="checkpoints/demo")
     p.add_argument("--skip", default="",
-                   help="comma-separated sections to skip: training,inspection,interaction,memory,gpt2_small")
+                   help="comma-separated sections to skip: training,inspection,interaction,memory,gpt2_small,history")
     p.add_argument("--child-train"), p.add_argument("--child-steps", type=int, default=10)
     p.add_argument("--child-baseline", action="store_true")
     args = p.parse_args(argv)
@@ -457,6 +463,7 @@ def main(argv=None) -> int:
         "interaction": lambda tmp: bench_interaction(args, tmp),
         "memory": lambda tmp: bench_memory(args, tmp, presets),
         "gpt2_small": lambda tmp: bench_big(args, tmp),
+        "history": lambda tmp: history_bench.run_all(args.quick, Path(args.demo)),
     }
     res["section_s"] = {}
     with tempfile.TemporaryDirectory(prefix="tinyviz-bench-") as d:

@@ -24,6 +24,7 @@ import numpy as np
 import torch.nn.functional as F
 
 from tinyviz.analysis import probes
+from tinyviz.model.hooks import zero_head
 
 
 def head_importance(model, tokens) -> np.ndarray:
@@ -33,9 +34,18 @@ def head_importance(model, tokens) -> np.ndarray:
     toks = probes._batch(model, tokens, single=False, min_len=2)
     cfg = model.cfg
     L, H, B = cfg.n_layers, cfg.n_heads, toks.shape[0]
-    if B == 1:  # one prompt: the very arithmetic of probes.ablation_loss
-        return np.array([[probes.ablation_loss(model, toks[0], [(l, h)])["delta"] for h in range(H)]
-                         for l in range(L)], np.float64)
+    if B == 1:  # one prompt: the very arithmetic of probes.ablation_loss, with the clean loss taken once
+        def loss() -> float:
+            return float(F.cross_entropy(model(toks)[0].float()[:-1], toks[0, 1:]))
+
+        out = np.zeros((L, H), np.float64)
+        with probes._inference(model):
+            clean = loss()
+            for l in range(L):
+                for h in range(H):
+                    with model.hooks([zero_head(l, h)]):
+                        out[l, h] = loss() - clean
+        return out
 
     def zero_copies(layer: int):
         def fn(z, name):  # z: [(L*H+1)*B, T, H, d_head]; copy 1 + layer*H + h loses head h

@@ -85,13 +85,7 @@ AUTO_ABLATION_HEADS = 32  # more heads (an imported GPT-2 small has 144): the He
 @st.cache_data(max_entries=32, show_spinner="Zeroing each head in turn...")
 def single_head_ablation(run_id: str, step: int | None, version: int, ids: tuple) -> np.ndarray:
     """[L, H]: the loss increase on the prompt when each head alone is zeroed (weights at step)."""
-    model = loaders.model(run_id, step)
-    cfg = model.cfg
-    out = np.zeros((cfg.n_layers, cfg.n_heads), np.float32)
-    for l in range(cfg.n_layers):
-        for h in range(cfg.n_heads):
-            out[l, h] = probes.ablation_loss(model, list(ids), [(l, h)])["delta"]
-    return out
+    return dynamics.head_importance(loaders.model(run_id, step), list(ids)).astype(np.float32)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
