@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import resource
+import secrets
 import shutil
 import tempfile
 import threading
@@ -91,6 +92,10 @@ def main(argv=None) -> int:
     p.add_argument("--no-ray", action="store_true")
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # a private Ray with its own token, so that ray.init() writes no ~/.ray/auth_token (which would turn token
+    # auth on for every later `ray start --head` of this user on the machine)
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
     load_before = os.getloadavg()
     print(f"12 runs of micro x {args.steps} steps ({GRID}, 2 seeds), {args.rounds} interleaved rounds; "
           f"{os.cpu_count()} cores; load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}",

@@ -167,3 +167,42 @@ def test_make_executor_reads_the_environment_address(monkeypatch):
     executors.make_executor("ray", address="auto")
     assert seen["address"] == "auto"
     assert sweep.MAX_RUNS == 1000
+
+
+def test_cuda_runs_without_a_gpu_fail_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--grid", "lr=1e-3", "--set", "device=cuda", "--out", str(out)]) == 2
+    assert "device='cuda' was asked for but no CUDA GPU is available" in capsys.readouterr().err
+    assert not out.exists()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine: the same jobs pass the check
+    sw = grid_sweep("micro", ["lr=1e-3"], 1, sets=["device=cuda"])
+    LocalExecutor(1).check(sw.jobs(out, 4))
+
+
+class _FakeRay:
+    def __init__(self, gpus_per_node):
+        self._nodes = [{"Alive": True, "Resources": {"CPU": 1.0, **({"GPU": g} if g else {})}} for g in gpus_per_node]
+
+    def nodes(self):
+        return self._nodes
+
+
+@pytest.mark.parametrize("gpus_per_node, per_run, says", [
+    ([0, 0], 1.0, "the Ray cluster has none"),
+    ([1, 0], 2.0, "no Ray node has more than 1"),
+    ([1, 2], 2.0, None),
+    ([1], 0.25, None),
+])
+def test_ray_gpu_runs_are_checked_against_the_cluster(gpus_per_node, per_run, says, tmp_path):
+    ex = object.__new__(executors.RayExecutor)  # no cluster: the check only reads ray.nodes()
+    ex.ray, ex.gpus_per_run = _FakeRay(gpus_per_node), per_run
+    jobs = grid_sweep("micro", ["lr=1e-3"], 1, sets=["device=cuda"]).jobs(tmp_path, 4)
+    if says is None:
+        ex.check(jobs)
+    else:
+        with pytest.raises(ValueError, match=says):
+            ex.check(jobs)
+    ex.check(grid_sweep("micro", ["lr=1e-3"], 1).jobs(tmp_path, 4))  # cpu runs never need a GPU

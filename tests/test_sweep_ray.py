@@ -9,9 +9,12 @@ its own ports and a private temp dir. It is stopped by killing the processes tha
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,22 +27,57 @@ import pytest
 from tinyviz.experiments.executors import LocalExecutor, RayExecutor
 from tinyviz.experiments.sweep import grid_sweep, run_sweep
 
-ray = pytest.importorskip("ray")
+# Ray 2.60 turns token auth on for a head when ~/.ray/auth_token exists (a local ray.init() writes one) but
+# not for a joining node, which then cannot connect. The cluster gets its own token, given to the nodes and to
+# this process (the driver) through the environment, so nothing is read from or written to ~/.ray. Ray reads the
+# mode when it is first imported, so the fixture sets it before that and the import happens after it.
+AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+if importlib.util.find_spec("ray") is None:
+    pytest.skip("Ray is not installed (pip install -r requirements-ray.txt)", allow_module_level=True)
+SAVED_AUTH = {k: os.environ.get(k) for k in AUTH}
+os.environ.update(AUTH)  # at import, before anything in this process imports ray
 pytestmark = pytest.mark.slow
 
 TINY = ["d_model=16", "n_heads=2", "n_ctx=16", "batch_size=4", "corpus_chars=6000", "eval_interval=4",
         "eval_batches=1", "warmup_steps=1"]
-PORT = int(os.environ.get("TINYVIZ_TEST_RAY_PORT", "6391"))  # the head; the nodes' other ports follow it
-WORKER_PORTS = int(os.environ.get("TINYVIZ_TEST_RAY_WORKER_PORTS", "10010"))
+# Ports: the head's and node managers' from TINYVIZ_TEST_RAY_PORTS, the agents' and workers' from
+# TINYVIZ_TEST_RAY_AGENT_PORTS; each is the first free one in its range (another Ray on this machine, a private
+# one started by ray.init say, takes random ports that may fall in them).
+PORTS = os.environ.get("TINYVIZ_TEST_RAY_PORTS", "6390-6399")
+AGENT_PORTS = os.environ.get("TINYVIZ_TEST_RAY_AGENT_PORTS", "10001-10099")
+
+
+def _free_ports(spec: str, n: int) -> list[int]:
+    lo, hi = (int(x) for x in spec.split("-"))
+    found = []
+    for port in range(lo, hi + 1):
+        with socket.socket() as s:
+            try:
+                s.bind(("", port))
+            except OSError:
+                continue
+        found.append(port)
+        if len(found) == n:
+            return found
+    pytest.skip(f"fewer than {n} free ports in {spec}; set TINYVIZ_TEST_RAY_PORTS / TINYVIZ_TEST_RAY_AGENT_PORTS")
 
 
 def _pids_naming(text: str) -> list[int]:
+    """Processes whose command line, or one of whose open files, names text (Ray's agents retitle themselves
+    "ray::DashboardAgent", but keep their log files under the cluster's temp dir open)."""
     pids = []
     for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            with contextlib.suppress(OSError):
-                if text in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                    pids.append(int(proc.name))
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(proc.name))
+                continue
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if text in os.readlink(fd):
+                        pids.append(int(proc.name))
+                        break
     return pids
 
 
@@ -56,21 +94,25 @@ def _ray_start(args: list[str], env: dict) -> None:
 def cluster():
     tmp = tempfile.mkdtemp(prefix="tvray", dir="/tmp")  # short: Ray's unix sockets live under it
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
-    address = f"127.0.0.1:{PORT}"
-    w = WORKER_PORTS
+    gcs, nm1, om1, nm2, om2 = _free_ports(PORTS, 5)
+    a = _free_ports(AGENT_PORTS, 8 + 2 * 12)
+    address = f"127.0.0.1:{gcs}"
+    agents = lambda p: ["--dashboard-agent-listen-port", str(p[0]), "--dashboard-agent-grpc-port", str(p[1]),
+                        "--runtime-env-agent-port", str(p[2]), "--metrics-export-port", str(p[3])]
+    workers = lambda p: ["--worker-port-list", ",".join(map(str, p))]
     try:
-        _ray_start(["--head", "--port", str(PORT), "--temp-dir", tmp, "--include-dashboard=false",
-                    "--node-manager-port", str(PORT + 1), "--object-manager-port", str(PORT + 2),
-                    "--dashboard-agent-listen-port", str(w - 8),
-                    "--dashboard-agent-grpc-port", str(w - 7), "--runtime-env-agent-port", str(w - 6),
-                    "--metrics-export-port", str(w - 5), "--min-worker-port", str(w), "--max-worker-port",
-                    str(w + 29)], env)
-        _ray_start(["--address", address, "--node-manager-port", str(PORT + 3), "--object-manager-port",
-                    str(PORT + 4), "--dashboard-agent-listen-port", str(w - 4), "--dashboard-agent-grpc-port",
-                    str(w - 3), "--runtime-env-agent-port", str(w - 2), "--metrics-export-port", str(w - 1),
-                    "--min-worker-port", str(w + 30), "--max-worker-port", str(w + 59)], env)
+        _ray_start(["--head", "--port", str(gcs), "--temp-dir", tmp, "--include-dashboard=false",
+                    "--node-manager-port", str(nm1), "--object-manager-port", str(om1), *agents(a[0:4]),
+                    *workers(a[8:20])], env)
+        _ray_start(["--address", address, "--node-manager-port", str(nm2), "--object-manager-port", str(om2),
+                    *agents(a[4:8]), *workers(a[20:32])], env)
         yield address
     finally:
+        for k, v in SAVED_AUTH.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in _pids_naming(tmp):
                 with contextlib.suppress(ProcessLookupError):
@@ -120,7 +162,7 @@ def test_a_worker_killed_mid_sweep_is_retried_with_identical_numbers(cluster, tm
     try:
         deadline = time.time() + 180
         while not killed and t.is_alive() and time.time() < deadline:
-            busy = [pid for pid in _pids_naming("ray::_ray_train") if pid != os.getpid()]
+            busy = _pids_naming("ray::_ray_train")
             # wait until the run has written a few steps, so the kill lands mid-training
             started = [p for p in (tmp_path / "ray").glob("*-seed*/metrics.jsonl") if p.stat().st_size > 0]
             if busy and started:
@@ -135,3 +177,17 @@ def test_a_worker_killed_mid_sweep_is_retried_with_identical_numbers(cluster, tm
     res = result["res"]
     assert len(res.runs) == 4 and {r["status"] for r in res.runs} == {"done"}
     assert (res.out / "curves.csv").read_bytes() == _local(tmp_path, 150)
+
+
+def test_ablate_runs_on_the_cluster_from_the_command_line(cluster, tmp_path, capsys):
+    from tinyviz.cli import main
+
+    out = tmp_path / "tying"
+    assert main(["ablate", "tying", "--seeds", "1", "--steps", "4", *[a for s in TINY for a in ("--set", s)],
+                 "--out", str(out), "--executor", "ray", "--ray-address", cluster]) == 0
+    err = capsys.readouterr().err
+    assert "executor: Ray, 2 node(s)" in err and "tying:" in err
+    assert (out / "summary.md").exists() and (out / "results.csv").read_text().count("\n") == 3
+    import ray
+
+    assert not ray.is_initialized()  # the CLI disconnected

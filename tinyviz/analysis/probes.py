@@ -299,7 +299,7 @@ def logit_lens(model, tokens, tokenizer=None, k: int = 1) -> dict:
         "top_prob": top_p[..., 0].cpu().numpy(),
         "topk_tokens": top_i.cpu().numpy(),
         "topk_probs": top_p.cpu().numpy(),
-        "next_token_prob": probs[:, torch.arange(T - 1), toks[0, 1:]].cpu().numpy(),
+        "next_token_prob": probs[:, torch.arange(T - 1, device=probs.device), toks[0, 1:]].cpu().numpy(),
     }
     if tokenizer is not None:
         out["labels"] = [[tokenizer.token_str(int(i)) for i in row] for row in out["top_token"]]

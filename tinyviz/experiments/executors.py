@@ -140,6 +140,13 @@ class LocalExecutor:
     def describe(self) -> str:
         return f"{self.workers} local worker process(es)" if self.workers > 1 else "this process"
 
+    def check(self, jobs: list[dict]) -> None:
+        """Before anything is written: a run on a device this machine lacks fails here, in one sentence."""
+        from tinyviz.training.trainer import pick_device
+
+        for device in sorted({j["config"]["train"]["device"] for j in jobs}):
+            pick_device(device)
+
     def run(self, jobs: list[dict], on_step: OnStep, stop: threading.Event | None = None) -> Iterator[dict]:
         workers = min(self.workers, len(jobs))
         if workers <= 1:
@@ -304,6 +311,19 @@ class RayExecutor:
         cpus = sum(n.get("Resources", {}).get("CPU", 0) for n in nodes)
         gpus = sum(n.get("Resources", {}).get("GPU", 0) for n in nodes)
         return f"Ray, {len(nodes)} node(s), {cpus:g} CPU(s)" + (f", {gpus:g} GPU(s)" if gpus else "")
+
+    def check(self, jobs: list[dict]) -> None:
+        """Runs that ask for GPUs the cluster does not have would wait forever: say so before anything runs."""
+        need = max((task_resources(j["config"], self.gpus_per_run)["num_gpus"] for j in jobs), default=0.0)
+        if need == 0:
+            return
+        per_node = [n.get("Resources", {}).get("GPU", 0) for n in self.ray.nodes() if n.get("Alive")]
+        if not any(per_node):
+            raise ValueError("the runs ask for a GPU (device=cuda) but the Ray cluster has none; start its nodes on "
+                             "machines with GPUs (ray start --num-gpus N), or use device=cpu.")
+        if need > max(per_node):
+            raise ValueError(f"each run asks for {need:g} GPUs but no Ray node has more than {max(per_node):g}; "
+                             "lower --gpus-per-run (a fraction packs several runs on one GPU).")
 
     def run(self, jobs: list[dict], on_step: OnStep, stop: threading.Event | None = None,
             marker: Path | None = None) -> Iterator[dict]:

@@ -254,6 +254,7 @@ def run_sweep(sweep: Sweep, out: Path, executor, on_progress: Callable[[int, int
         if on_progress is not None:
             on_progress(sum(done_by_job.values()), total, len(finished), len(jobs))
 
+    executor.check(jobs)  # e.g. device=cuda where there is no GPU: a sentence, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     marker = out / f".sweep-{uuid.uuid4().hex[:12]}"  # a Ray task that sees this file writes its run in place
     marker.touch()
