@@ -6,7 +6,7 @@ import streamlit as st
 
 from tinyviz.app import config_form, loaders, state, train_panel, widgets
 from tinyviz.app.registry import MAX_CONCURRENT, RegistryFull, registry
-from tinyviz.config import PRESETS, preset
+from tinyviz.config import BPE_VOCAB_MAX, BPE_VOCAB_MIN, CHOICES, PRESETS, preset
 from tinyviz.data import corpora
 from tinyviz.data.text import MAX_CORPUS_BYTES, CorpusError, decode_bytes
 from tinyviz.training.runs import RunError, atomic_write, check_run_name
@@ -71,11 +71,12 @@ def _corpus_widgets(preset_name: str) -> dict:
         st.warning(off, icon=":material/lock:")
     else:
         data["corpus"] = st.text_input("Path to a .txt file", key="train_corpus_path", persist_state="session")
-    tokenizers = ["char", "bpe"]
+    tokenizers = list(CHOICES["tokenizer"])
     data["tokenizer"] = c[-1].selectbox("Tokenizer", tokenizers, index=tokenizers.index(base.tokenizer),
                                         key=f"{prefix}_tokenizer", persist_state="session")
     if data["tokenizer"] == "bpe":
-        data["bpe_vocab_size"] = c[-1].number_input("BPE vocabulary", 300, 8192, base.bpe_vocab_size, step=50,
+        data["bpe_vocab_size"] = c[-1].number_input("BPE vocabulary", BPE_VOCAB_MIN, BPE_VOCAB_MAX,
+                                                    base.bpe_vocab_size, step=50,
                                                     key=f"{prefix}_bpe", persist_state="session")
     return data
 

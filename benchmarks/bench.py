@@ -50,7 +50,7 @@ from tinyviz.config import (
     apply_overrides,
     preset,
 )
-from tinyviz.data.text import TokenData, build_tokenizer, load_corpus
+from tinyviz.data.text import prepare
 from tinyviz.model.sampling import encode_prompt, generate
 from tinyviz.training.runs import Run
 from tinyviz.training.session import TrainingSession
@@ -177,9 +177,8 @@ def bench_training(name: str, args, tmp: Path, peak: dict, fast: bool) -> dict:
 
 def bench_inspection(args, tmp: Path) -> dict:
     cfg = apply_overrides(preset("lab"), QUICK) if args.quick else preset("lab")
-    text = load_corpus(cfg.data)
-    tokenizer = build_tokenizer(text, cfg.data)
-    mcfg = dataclasses.replace(cfg.model, d_vocab=tokenizer.vocab_size)
+    prep = prepare(cfg)
+    text, tokenizer, mcfg = prep.text, prep.tokenizer, prep.config.model
     torch.manual_seed(0)
     from tinyviz.model.transformer import Transformer
 
@@ -344,10 +343,8 @@ def _maxrss_mb() -> float:
 
 def child_train(name: str, steps: int, quick: bool) -> None:
     cfg = apply_overrides(preset(name), (QUICK if quick else []))
-    text = load_corpus(cfg.data)
-    tokenizer = build_tokenizer(text, cfg.data)
-    mcfg = dataclasses.replace(cfg.model, d_vocab=tokenizer.vocab_size)
-    trainer = Trainer(mcfg, cfg.train, TokenData.from_text(text, tokenizer, cfg.data.val_fraction))
+    prep = prepare(cfg)
+    trainer = Trainer(prep.config.model, cfg.train, prep.data)
     for _ in range(steps):
         trainer.step()
     print(json.dumps({"peak_rss_mb": _maxrss_mb(), "steps": steps}))

@@ -11,6 +11,7 @@ from tinyviz.config import (
     SampleConfig,
     TrainConfig,
     apply_overrides,
+    option_overrides,
     preset,
 )
 
@@ -89,3 +90,11 @@ def test_diff_names_exactly_the_changed_fields():
     a = preset("lab")
     b = apply_overrides(a, ["pos_emb=none"])
     assert a.diff(b) == {"model.pos_emb": ("learned", "none")}
+
+
+def test_a_run_shorter_than_its_warmup_keeps_warmup_proportional():
+    cfg = preset("lab")  # 100 warmup steps
+    assert option_overrides(cfg, steps=50) == ["steps=50", "warmup_steps=5"]
+    assert option_overrides(cfg, steps=500) == ["steps=500"]
+    assert option_overrides(cfg, "copy", 5, 3) == ["corpus=copy", "steps=5", "warmup_steps=0", "seed=3"]
+    assert apply_overrides(cfg, option_overrides(cfg, steps=50)).train.warmup_steps == 5  # a valid config

@@ -206,3 +206,20 @@ def test_check_fits_says_how_many_tokens():
         td.check_fits(1024, 32)
     with pytest.raises(CorpusError, match="only 100 tokens for validation"):
         td.get_batch("val", 4, 128, torch.Generator())
+
+
+def test_prepare_fits_a_tokenizer_and_sizes_the_vocabulary_or_keeps_a_given_one():
+    from tinyviz.config import apply_overrides, preset
+
+    cfg = apply_overrides(preset("micro"), ["corpus_chars=20000", "tokenizer=bpe", "bpe_vocab_size=300"])
+    prep = data.prepare(cfg)
+    assert prep.config.model.d_vocab == prep.tokenizer.vocab_size <= 300
+    assert torch.equal(torch.cat([prep.data.train, prep.data.val]), prep.tokenizer.encode_tensor(prep.text))
+    again = data.prepare(prep.config, prep.tokenizer)  # a run's own tokenizer: its config is kept as it is
+    assert again.config == prep.config and torch.equal(again.data.train, prep.data.train)
+
+
+def test_whitespace_is_shown_one_way_in_every_label():
+    assert data.visible("a b\tc\n") == "a␣b⇥c⏎"
+    assert data.visible("a b\tc\n", spaces=False) == "a b⇥c⏎"
+    assert CharTokenizer.train("a \n").token_str(0) == "⏎"

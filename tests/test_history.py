@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from tinyviz import cli
 from tinyviz.config import preset
-from tinyviz.data.text import TokenData, load_corpus
+from tinyviz.data.text import prepare
 from tinyviz.training.history import INDEX, History, schedule
 from tinyviz.training.runs import Run, RunError
 from tinyviz.training.session import TrainingSession
@@ -64,7 +64,7 @@ def test_a_kept_step_reproduces_its_logged_val_loss(tmp_path, one_thread, dtype,
     TrainingSession.start(cfg, tmp_path / "r").train()
     run = Run.open(tmp_path / "r")
     logged = {m["step"]: m["val_loss"] for m in run.metrics() if m.get("val_loss") is not None}
-    data = TokenData.from_text(load_corpus(run.config.data), run.tokenizer(), run.config.data.val_fraction)
+    data = prepare(run.config, run.tokenizer()).data
     checked = 0
     for step in run.history.steps():
         if step in logged and step != run.weights_step():

@@ -1,7 +1,6 @@
 """The fast paths compute what the plain paths compute, and every opt-in mode trains. No timings here:
 those live in python -m benchmarks.bench and docs/performance.md."""
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import torch.nn.functional as F
 from conftest import TINY
 
 from tinyviz.config import ModelConfig, SampleConfig, apply_overrides, preset
-from tinyviz.data.text import TokenData, build_tokenizer, load_corpus
+from tinyviz.data.text import build_tokenizer, prepare
 from tinyviz.model.sampling import generate
 from tinyviz.model.transformer import KVCache, Transformer
 from tinyviz.training.trainer import Trainer
@@ -77,10 +76,8 @@ def test_generation_past_the_context_is_the_same_with_and_without_the_cache():
 
 def _losses(overrides: list[str], steps: int = 40) -> list[float]:
     cfg = apply_overrides(preset("micro"), TINY + ["dropout=0.1", "lr=1e-2", "warmup_steps=5"] + overrides)
-    text = load_corpus(cfg.data)
-    tok = build_tokenizer(text, cfg.data)
-    trainer = Trainer(dataclasses.replace(cfg.model, d_vocab=tok.vocab_size), cfg.train,
-                      TokenData.from_text(text, tok, cfg.data.val_fraction))
+    prep = prepare(cfg)
+    trainer = Trainer(prep.config.model, cfg.train, prep.data)
     return [trainer.step().loss for _ in range(steps)]
 
 

@@ -1,19 +1,16 @@
-import dataclasses
 import math
 
 import pytest
 import torch
 
 from tinyviz.config import TrainConfig, apply_overrides
-from tinyviz.data.text import TokenData, build_tokenizer, load_corpus
+from tinyviz.data.text import prepare
 from tinyviz.training.trainer import NonFiniteLoss, Trainer, lr_at
 
 
 def make_trainer(cfg):
-    text = load_corpus(cfg.data)
-    tok = build_tokenizer(text, cfg.data)
-    model_cfg = dataclasses.replace(cfg.model, d_vocab=tok.vocab_size)
-    return Trainer(model_cfg, cfg.train, TokenData.from_text(text, tok, cfg.data.val_fraction))
+    prep = prepare(cfg)
+    return Trainer(prep.config.model, cfg.train, prep.data)
 
 
 def losses(trainer, n):

@@ -12,7 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
-from tinyviz.config import PRESETS, RunConfig, SampleConfig, apply_overrides, preset
+from tinyviz.config import PRESETS, RunConfig, SampleConfig, apply_overrides, option_overrides, preset
 
 EXIT_BAD_INPUT = 2
 
@@ -24,16 +24,7 @@ def _fail(message: str) -> int:
 
 def build_config(args) -> RunConfig:
     cfg = preset(args.preset)
-    base = []
-    if args.corpus is not None:
-        base.append(f"corpus={args.corpus}")
-    if args.steps is not None:
-        base.append(f"steps={args.steps}")
-        if cfg.train.warmup_steps > args.steps:  # keep a preset's warmup proportional on short runs
-            base.append(f"warmup_steps={max(0, args.steps // 10)}")
-    if args.seed is not None:
-        base.append(f"seed={args.seed}")
-    return apply_overrides(cfg, base + list(args.set or []))
+    return apply_overrides(cfg, option_overrides(cfg, args.corpus, args.steps, args.seed) + list(args.set or []))
 
 
 def cmd_train(args) -> int:

@@ -24,6 +24,14 @@ CHOICES = {
     "attn_impl": ("auto", "explicit"),
     "history_dtype": ("float16", "float32"),
 }
+BPE_VOCAB_MIN, BPE_VOCAB_MAX = 300, 8192  # a BPE vocabulary: the 256 bytes and some merges, up to what a CPU trains
+
+
+def check_bpe_vocab_size(n: int) -> int:
+    """n, or ValueError with a sentence when a BPE vocabulary of n tokens is out of range."""
+    if not BPE_VOCAB_MIN <= n <= BPE_VOCAB_MAX:
+        raise ValueError(f"bpe_vocab_size={n} must be between {BPE_VOCAB_MIN} and {BPE_VOCAB_MAX}.")
+    return n
 
 
 def _check_choice(obj, name: str) -> None:
@@ -190,8 +198,7 @@ class DataConfig(_Serializable):
                              "or a path to a .txt file.")
         _check_positive(self, "corpus_chars")
         _check_choice(self, "tokenizer")
-        if not 300 <= self.bpe_vocab_size <= 8192:
-            raise ValueError(f"bpe_vocab_size={self.bpe_vocab_size} must be between 300 and 8192.")
+        check_bpe_vocab_size(self.bpe_vocab_size)
         if not 0.0 < self.val_fraction < 0.5:
             raise ValueError(f"val_fraction={self.val_fraction} must be between 0 and 0.5 (e.g. 0.1).")
 
@@ -311,6 +318,18 @@ def _parse_value(raw: str, annotation: Any, name: str) -> Any:
         except ValueError:
             raise ValueError(f"{name}={raw!r} is not a valid {base.__name__} value.") from None
     return text
+
+
+def option_overrides(cfg: RunConfig, corpus: str | None = None, steps: int | None = None,
+                     seed: int | None = None) -> list[str]:
+    """The --corpus, --steps and --seed options of a command as assignments for apply_overrides. A run
+    shorter than cfg's warmup gets warmup_steps = steps // 10, so warmup stays proportional."""
+    out = [] if corpus is None else [f"corpus={corpus}"]
+    if steps is not None:
+        out.append(f"steps={steps}")
+        if cfg.train.warmup_steps > steps:
+            out.append(f"warmup_steps={max(0, steps // 10)}")
+    return out + ([] if seed is None else [f"seed={seed}"])
 
 
 def apply_overrides(cfg: RunConfig, assignments: list[str]) -> RunConfig:

@@ -12,6 +12,7 @@ import streamlit as st
 from tinyviz.analysis import dynamics, probes
 from tinyviz.app import loaders
 from tinyviz.config import RunConfig, SampleConfig
+from tinyviz.data.text import visible
 from tinyviz.model.sampling import SampleResult, generate
 from tinyviz.training import dynamics as dynamics_store
 from tinyviz.training.runs import Run, RunError
@@ -96,7 +97,7 @@ def sample(run_id: str, step: int | None, version: int, prompt: str, cfg: Sample
 
 def loss_tokens(tokenizer, ids: list[int], losses: np.ndarray, top_ids: np.ndarray):
     """(labels, losses, tooltips) for shading a prompt by per-token loss; the first token has none."""
-    labels = [tokenizer.decode([i]).replace("\n", "⏎") for i in ids]
+    labels = [visible(tokenizer.decode([i]), spaces=False) for i in ids]
     values = [None] + [float(x) for x in losses]
     tips = ["first token: nothing predicts it"] + [
         f"loss {float(losses[j - 1]):.2f} nats; model's top guess {tokenizer.token_str(int(top_ids[j - 1, 0]))!r}"

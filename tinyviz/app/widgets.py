@@ -11,7 +11,7 @@ import streamlit as st
 
 from tinyviz.analysis import export
 from tinyviz.app import state
-from tinyviz.data.text import UnknownCharactersError
+from tinyviz.data.text import VISIBLE, UnknownCharactersError, visible
 
 
 def sentence(text) -> str:
@@ -75,7 +75,7 @@ def token_html(labels: Sequence[str], values: Sequence[float | None], tips: Sequ
         spans.append(f'<span title="{html.escape(tip)}" style="background: rgba({rgb[0]},{rgb[1]},{rgb[2]},'
                      f'{alpha:.2f}); color: {ink}; border-radius: 2px; white-space: pre-wrap">'
                      f'{html.escape(label)}</span>')
-        if label.endswith("⏎"):
+        if label.endswith(VISIBLE["\n"]):
             spans.append("<br>")
     return f'<div style="line-height: 1.8; font-size: 16px; font-family: monospace">{"".join(spans)}</div>'
 
@@ -93,7 +93,7 @@ def signed_token_html(labels: Sequence[str], values: Sequence[float | None], tip
         spans.append(f'<span title="{html.escape(tip)}" style="background: rgba({rgb[0]},{rgb[1]},{rgb[2]},'
                      f'{alpha:.2f}); color: {ink}; border-radius: 2px; white-space: pre-wrap">'
                      f'{html.escape(label)}</span>')
-        if label.endswith("⏎"):
+        if label.endswith(VISIBLE["\n"]):
             spans.append("<br>")
     return f'<div style="line-height: 1.8; font-size: 16px; font-family: monospace">{"".join(spans)}</div>'
 
@@ -101,24 +101,20 @@ def signed_token_html(labels: Sequence[str], values: Sequence[float | None], tip
 def change_tokens(tokenizer, ids: list[int], change) -> tuple[list[str], list[float | None], list[str]]:
     """(labels, loss change per token, tooltips) for painting a loss difference on the text; the first token
     has none."""
-    labels = [_visible(tokenizer.decode([i])) for i in ids]
+    labels = [visible(tokenizer.decode([i]), spaces=False) for i in ids]
     values = [None] + [float(x) for x in change]
     tips = ["first token: nothing predicts it"] + [f"loss {float(change[j - 1]):+.2f} nats" for j in range(1, len(ids))]
     return labels, values, tips
 
 
-def _visible(text: str) -> str:
-    return text.replace("\n", "⏎").replace("\t", "⇥")
-
-
 def sample_tokens(tokenizer, result) -> tuple[list[str], list[float | None], list[str]]:
     """(labels, probabilities, tooltips) of a SampleResult: the prompt's tokens unshaded, then each step."""
     prompt_ids = tokenizer.encode(result.prompt) if result.prompt else []
-    labels = [_visible(tokenizer.decode([i])) for i in prompt_ids]
+    labels = [visible(tokenizer.decode([i]), spaces=False) for i in prompt_ids]
     values: list[float | None] = [None] * len(labels)
     tips = ["prompt"] * len(labels)
     for n, step in enumerate(result.steps):
-        labels.append(_visible(step.text))
+        labels.append(visible(step.text, spaces=False))
         values.append(step.prob)
         tips.append(f"token {n + 1}: p={step.prob:.3f}")
     return labels, values, tips

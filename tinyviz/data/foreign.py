@@ -22,7 +22,7 @@ import struct
 import torch
 from tokenizers import Tokenizer
 
-from tinyviz.data.text import _BYTE_DECODER, _VISIBLE, UnknownCharactersError, _ids_list
+from tinyviz.data.text import _BYTE_DECODER, UnknownCharactersError, _ids_list, visible
 
 MAX_TOKENIZER_BYTES = 64_000_000  # Llama 3's tokenizer.json is 9 MB; 64 MB is far past any real one
 
@@ -213,7 +213,7 @@ class Llama2cTokenizer:
     def token_str(self, i: int) -> str:
         """The piece of token ``i`` with ␣/⏎/⇥ for whitespace; byte tokens keep their ``<0xXX>`` name."""
         text = self.pieces[i].decode("utf-8", errors="backslashreplace")
-        return "".join(_VISIBLE.get(c, c) for c in text)
+        return visible(text)
 
     def to_json(self) -> str:
         return json.dumps({"kind": self.kind, "scores": self.scores,
@@ -276,7 +276,7 @@ class HFTokenizer:
             tok = bytes(_BYTE_DECODER[c] for c in tok).decode("utf-8", errors="backslashreplace")
         else:
             tok = tok.replace("\u2581", " ")
-        return "".join(_VISIBLE.get(c, c) for c in tok)
+        return visible(tok)
 
     @property
     def tokenizer(self) -> Tokenizer:

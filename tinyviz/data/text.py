@@ -8,21 +8,23 @@ character) and ``BPETokenizer`` (byte-level BPE trained locally with HuggingFace
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from tinyviz.config import DataConfig
+from tinyviz.config import DataConfig, RunConfig, check_bpe_vocab_size
 from tinyviz.data import corpora
 
 MAX_CORPUS_BYTES = 50_000_000
 
-_VISIBLE = {"\n": "⏎", " ": "␣", "\t": "⇥"}
+VISIBLE = {"\n": "⏎", " ": "␣", "\t": "⇥"}  # how token labels show whitespace
 # Control characters other than \t \n \r, including DEL and the C1 block that mis-decoded cp1252 leaves.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _BINARY_MAGIC = {b"\x89PNG": "a PNG image", b"GIF8": "a GIF image", b"\xff\xd8\xff": "a JPEG image",
@@ -105,8 +107,7 @@ class CharTokenizer:
 
     def token_str(self, i: int) -> str:
         """A visible label for token ``i``: ⏎ for a newline, ␣ for a space, ⇥ for a tab."""
-        c = self.chars[i]
-        return _VISIBLE.get(c, c)
+        return visible(self.chars[i])
 
     def to_json(self) -> str:
         return json.dumps({"kind": self.kind, "chars": self.chars})
@@ -146,8 +147,7 @@ class BPETokenizer:
     @classmethod
     def train(cls, text: str, vocab_size: int) -> BPETokenizer:
         """Learn merges from ``text`` up to ``vocab_size`` tokens (300..8192; fewer if the text is small)."""
-        if not 300 <= vocab_size <= 8192:
-            raise ValueError(f"bpe_vocab_size={vocab_size} must be between 300 and 8192.")
+        check_bpe_vocab_size(vocab_size)
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
@@ -180,7 +180,7 @@ class BPETokenizer:
     def token_str(self, i: int) -> str:
         """The text of token ``i`` with ⏎/␣/⇥ for whitespace; a partial UTF-8 byte shows as ``\\xNN``."""
         raw = bytes(_BYTE_DECODER[c] for c in self._tok.id_to_token(i))
-        return "".join(_VISIBLE.get(c, c) for c in raw.decode("utf-8", errors="backslashreplace"))
+        return visible(raw.decode("utf-8", errors="backslashreplace"))
 
     def to_json(self) -> str:
         return json.dumps({"kind": self.kind, "tokenizer": json.loads(self._tok.to_str())})
@@ -223,6 +223,11 @@ def _parse_json(s: str, kind: str | None = None) -> dict:
 def tokenizer_from_json(s: str) -> AnyTokenizer:
     """The tokenizer saved by ``to_json``, whichever kind it is."""
     return _TOKENIZERS[_parse_json(s)["kind"]].from_json(s)
+
+
+def visible(text: str, spaces: bool = True) -> str:
+    """text with ⏎ for newlines, ⇥ for tabs and (unless spaces=False) ␣ for spaces, as token labels show it."""
+    return "".join(VISIBLE.get(c, c) if spaces or c != " " else c for c in text)
 
 
 def build_tokenizer(text: str, data_cfg: DataConfig) -> AnyTokenizer:
@@ -313,6 +318,28 @@ def load_corpus(data_cfg: DataConfig) -> str:
     if "/" in name or "\\" in name or Path(name).suffix:
         raise CorpusError(f"no file at '{name}'; check the path, or use a built-in corpus: {builtins}.")
     raise CorpusError(f"unknown corpus '{name}'; use a built-in corpus ({builtins}) or a path to a .txt file.")
+
+
+@dataclass
+class Prepared:
+    """What training a config needs, made by ``prepare``."""
+    text: str  # the corpus
+    tokenizer: AnyTokenizer
+    config: RunConfig  # the config, with model.d_vocab set to the fitted tokenizer's size
+    data: TokenData  # the corpus's token ids, split into train and val
+
+
+def prepare(cfg: RunConfig, tokenizer: AnyTokenizer | None = None, text: str | None = None) -> Prepared:
+    """The one data recipe: corpus -> tokenizer -> d_vocab -> TokenData.
+
+    Without a tokenizer one is fitted to the corpus as cfg.data asks and model.d_vocab becomes its size
+    (at least 2); with one (a run's own) the config is kept as it is. text skips loading the corpus
+    (a caller that has already read it)."""
+    text = load_corpus(cfg.data) if text is None else text
+    if tokenizer is None:
+        tokenizer = build_tokenizer(text, cfg.data)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, d_vocab=max(2, tokenizer.vocab_size)))
+    return Prepared(text, tokenizer, cfg, TokenData.from_text(text, tokenizer, cfg.data.val_fraction))
 
 
 class TokenData:

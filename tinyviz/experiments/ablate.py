@@ -235,7 +235,7 @@ def _finish(res: AblationResult, images: bool = True) -> None:
 def summarize(out: Path, images: bool = True) -> AblationResult:
     """Recompute the stats, verdict, figure and summary of a finished ablation folder without training
     (after a change to a verdict rule, say). Runs written before the unigram entropy was recorded get it now."""
-    from tinyviz.data.text import TokenData, load_corpus
+    from tinyviz.data.text import prepare
     from tinyviz.training import health
     from tinyviz.training.runs import Run
 
@@ -246,7 +246,7 @@ def summarize(out: Path, images: bool = True) -> AblationResult:
         r["path"] = str(out / Path(r["path"]).name)
         if r.get("unigram") is None:
             run = Run.open(Path(r["path"]))
-            data = TokenData.from_text(load_corpus(run.config.data), run.tokenizer(), run.config.data.val_fraction)
+            data = prepare(run.config, run.tokenizer()).data
             r["unigram"] = health.unigram_entropy(data.train.numpy(), run.config.model.d_vocab)
             warnings = health.health_checks(run.metrics(), vocab_size=run.config.model.d_vocab,
                                             unigram_entropy=r["unigram"], causal=run.config.model.causal)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tinyviz.config import RunConfig, apply_overrides, preset
+from tinyviz.config import RunConfig, apply_overrides, option_overrides, preset
 
 FINAL_WINDOW = 20  # "final loss" = mean train loss over the last FINAL_WINDOW steps (one step's batch is noisy)
 MIN_GAP = 0.02  # nats: two arms "clearly differ" by more than max(MIN_GAP, the sum of their seed spreads)
@@ -280,14 +280,7 @@ def base_config(ab: Ablation, steps: int | None = None, corpus: str | None = Non
                 sets: tuple[str, ...] | list[str] = ()) -> RunConfig:
     """The preset's base RunConfig: micro + BASE + the preset's base + --corpus/--steps + --set."""
     cfg = apply_overrides(preset("micro"), _assign({**BASE, "steps": ab.steps, **ab.base}))
-    extra = []
-    if corpus is not None:
-        extra.append(f"corpus={corpus}")
-    if steps is not None:
-        extra.append(f"steps={steps}")
-        if cfg.train.warmup_steps > steps:  # keep warmup proportional on short runs, as `train` does
-            extra.append(f"warmup_steps={steps // 10}")
-    cfg = apply_overrides(cfg, extra + list(sets))
+    cfg = apply_overrides(cfg, option_overrides(cfg, corpus, steps) + list(sets))
     return dataclasses.replace(cfg, preset=f"ablate-{ab.name}")
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tinyviz.config import RunConfig, apply_overrides, preset
+from tinyviz.config import RunConfig, apply_overrides, option_overrides, preset
 
 MAX_RUNS = 1000  # a bigger sweep needs --yes
 CURVES, SUMMARY = "curves.csv", "summary.md"  # in a sweep's (and an ablation's) output folder
@@ -126,14 +126,7 @@ def sweep_base(preset_name: str, steps: int | None = None, corpus: str | None = 
     """A config preset with a sweep's base changes (no snapshots or periodic checkpoints), --corpus,
     --steps (warmup kept proportional, as `train` does) and --set."""
     cfg = apply_overrides(preset(preset_name), SWEEP_BASE)
-    extra = []
-    if corpus is not None:
-        extra.append(f"corpus={corpus}")
-    if steps is not None:
-        extra.append(f"steps={steps}")
-        if cfg.train.warmup_steps > steps:
-            extra.append(f"warmup_steps={steps // 10}")
-    return apply_overrides(cfg, extra + list(sets))
+    return apply_overrides(cfg, option_overrides(cfg, corpus, steps) + list(sets))
 
 
 def grid_sweep(preset_name: str, grids: list[str], seeds: int, steps: int | None = None,

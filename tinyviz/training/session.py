@@ -7,7 +7,6 @@ the app's background thread and the tests drive it the same way.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import threading
@@ -19,7 +18,7 @@ import torch
 from tinyviz.analysis import probes
 from tinyviz.config import RunConfig, SampleConfig
 from tinyviz.data import corpora
-from tinyviz.data.text import TokenData, build_tokenizer, load_corpus
+from tinyviz.data.text import load_corpus, prepare
 from tinyviz.model.sampling import generate
 from tinyviz.resources import check_fits
 from tinyviz.training.history import schedule
@@ -54,10 +53,8 @@ class TrainingSession:
     @classmethod
     def start(cls, cfg: RunConfig, out: Path, overwrite: bool = False) -> TrainingSession:
         """A new run at out: load the corpus, fit the tokenizer, size the vocab, save step 0."""
-        text = load_corpus(cfg.data)
-        tokenizer = build_tokenizer(text, cfg.data)
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, d_vocab=max(2, tokenizer.vocab_size)))
-        data = TokenData.from_text(text, tokenizer, cfg.data.val_fraction)
+        prep = prepare(cfg)
+        text, tokenizer, cfg, data = prep.text, prep.tokenizer, prep.config, prep.data
         data.check_fits(cfg.model.n_ctx, cfg.train.batch_size)
         check_fits(cfg, "train")  # before the run folder is created: a refused config leaves nothing behind
         probe = probe_prompt_for(cfg, text)
@@ -83,8 +80,7 @@ class TrainingSession:
                 "exactly; start a new run, or restore the original text file."
             )
         tokenizer = run.tokenizer()
-        data = TokenData.from_text(text, tokenizer, cfg.data.val_fraction)
-        trainer = Trainer(cfg.model, cfg.train, data)
+        trainer = Trainer(cfg.model, cfg.train, prepare(cfg, tokenizer, text).data)
         step = run.load_weights(trainer.model)
         state, state_step = run.load_train_state()
         if state_step != step:
