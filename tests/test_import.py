@@ -431,3 +431,34 @@ def test_import_refuses_to_overwrite_a_run(tmp_path, capsys):
     assert "already holds files" in capsys.readouterr().err
     assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
     shutil.rmtree(tmp_path / "run")
+
+
+def test_hf_tokenizer_of_either_kind_labels_tokens_readably():
+    from tokenizers import SentencePieceBPETokenizer
+
+    from tinyviz.data.foreign import HFTokenizer
+
+    text = "Once upon a time there was a little girl. She liked the park. " * 20
+    sp = SentencePieceBPETokenizer()  # Llama's style: ▁ for spaces
+    sp.train_from_iterator([text], vocab_size=120, show_progress=False)
+    tok = HFTokenizer(sp._tokenizer)
+    ids = tok.encode("the park")
+    assert tok.decode(ids) == "the park"
+    labels = [tok.token_str(i) for i in ids]
+    assert "\u2581" not in "".join(labels) and labels[0].startswith("␣")
+    bpe = word_tokenizer(10)
+    assert HFTokenizer(bpe).token_str(3) == "w3" and HFTokenizer(bpe).token_str(99) == "<unused 99>"
+
+
+def test_cli_sample_and_heads_work_on_an_imported_run(tmp_path, capsys):
+    hf = llama(vocab=300, tied=True, seed=8)
+    write_llama2c(hf, tmp_path / "model.bin")
+    tokenizer_bin(*sentencepiece_vocab([(" ", -1.0), ("a", -2.0), ("b", -3.0)], size=300), tmp_path / "tokenizer.bin")
+    assert _import(tmp_path / "model.bin", tmp_path / "run") == 0
+    capsys.readouterr()
+    assert cli.main(["sample", str(tmp_path / "run"), "--prompt", "ab", "--max-new-tokens", "5",
+                     "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.startswith("ab")
+    assert cli.main(["heads", str(tmp_path / "run"), "--prompt", "a b ab ba", "--json"]) == 0
+    heads = json.loads(capsys.readouterr().out)["heads"]
+    assert len(heads) == 2 * 4

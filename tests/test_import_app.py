@@ -30,7 +30,7 @@ def test_open_a_server_path_in_the_sidebar_and_every_page_works(runs_root, tmp_p
     opened = [s.value for s in at.sidebar.success if "Opened stories-tiny" in s.value]
     assert opened, [e.value for e in at.sidebar.error]
     assert Run.open(runs_root / "stories-tiny").state()["status"] == "imported"
-    for page in ("heads", "predictions", "sample"):
+    for page in ("heads", "predictions", "sample", "train", "compare"):
         at.switch_page(f"app_pages/{page}.py").run()
         assert not at.exception and not at.error, (page, [e.value for e in at.exception], [e.value for e in at.error])
 
