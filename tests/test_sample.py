@@ -129,11 +129,19 @@ def test_long_prompt_is_cropped_with_a_notice(trained):
     assert result.prompt == ("the cat sat " * 20)[-127:] and len(result.steps) == 5
 
 
+def test_a_prompt_that_just_fits_is_kept_whole_without_a_notice(trained):
+    model, tok = trained
+    text = ("the cat sat " * 20)[:127]  # n_ctx - 1: room for the first new token
+    result = generate(model, tok, text, SampleConfig(max_new_tokens=3))
+    assert result.prompt == text and result.notices == []
+
+
 def test_bad_prompts_give_sentences(trained):
     model, tok = trained
     with pytest.raises(UnknownCharactersError, match="'€'"):
         generate(model, tok, "price: 5€", SampleConfig(max_new_tokens=5))
-    with pytest.raises(ValueError, match="prompt is empty"):
+    with pytest.raises(ValueError) as err:
         generate(model, tok, "", SampleConfig(max_new_tokens=5))
+    assert str(err.value) == "the prompt is empty; type at least one character to start from."
     with pytest.raises(ValueError, match="larger than the vocabulary"):
         generate(model, tok, "a", SampleConfig(max_new_tokens=5, top_k=10_000))
