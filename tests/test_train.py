@@ -112,3 +112,25 @@ def test_evaluate_is_repeatable_and_does_not_disturb_training(tiny_cfg):
     b.step()
     assert a.evaluate() == a.evaluate()
     assert a.step().loss == b.step().loss  # the evaluation drew nothing from the training RNGs
+
+
+def test_state_tensors_let_a_fresh_trainer_continue_bit_for_bit(tiny_cfg):
+    """What resume relies on: weights + state_tensors() of a run at step 3, loaded into a new trainer,
+    give the same next steps (optimizer moments and step counts, data order, dropout's RNG)."""
+    cfg = apply_overrides(tiny_cfg, ["dropout=0.1"])
+    a = make_trainer(cfg)
+    losses(a, 3)
+    state = {k: v.clone() for k, v in a.state_tensors().items()}  # as if read back from disk
+    assert {k.rsplit(".", 1)[1] for k in state if k.startswith("opt.")} == {"step", "exp_avg", "exp_avg_sq"}
+    weights = [p.detach().clone() for p in a.model.parameters()]
+    ma = [a.step() for _ in range(3)]  # before b exists: the two share torch's global RNG (dropout)
+    b = make_trainer(cfg)
+    with torch.no_grad():
+        for p, w in zip(b.model.parameters(), weights):
+            p.copy_(w)
+    b.load_state_tensors(state, step=3, elapsed=0.0)
+    mb = [b.step() for _ in range(3)]
+    assert [m.loss for m in ma] == [m.loss for m in mb]
+    assert [m.lr for m in ma] == [m.lr for m in mb] and [m.step for m in mb] == [4, 5, 6]
+    for (name, p), q in zip(a.model.named_parameters(), b.model.parameters()):
+        assert torch.equal(p, q), name
