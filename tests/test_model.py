@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from tinyviz.config import ModelConfig
 from tinyviz.model.hooks import knockout_mlp, zero_head
-from tinyviz.model.transformer import KVCache, Transformer
+from tinyviz.model.transformer import KVCache, Rotary, Transformer
 
 V = 40
 
@@ -252,3 +252,28 @@ def test_invalid_model_configs_name_the_field(kw, field):
     with pytest.raises(ValueError, match=field.replace("(", r"\(").replace(")", r"\)")):
         ModelConfig(**kw)
 
+
+
+def test_eval_mode_has_no_dropout_on_the_drawn_attention_patterns():
+    """The Heads page draws patterns through the explicit path of a model in eval mode: with dropout
+    configured, the patterns must still be the softmax rows and the logits the fused path's."""
+    model = make(dropout=0.3).eval()
+    x = tokens()
+    fused = model(x)
+    logits, cache = model.run_with_cache(x, names=lambda n: n.endswith("hook_pattern"))
+    torch.testing.assert_close(logits, fused, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cache["blocks.0.attn.hook_pattern"].sum(-1), torch.ones(2, 4, 16))
+
+
+def test_rope_matches_the_complex_rotation_of_llama():
+    """Rotary embedding of GPT-NeoX's half-split layout, checked against an independent formula:
+    pair (x_j, x_{j+d/2}) as the complex number x_j + i*x_{j+d/2}, times e^{i*pos*base^(-2j/d)}."""
+    d, n, base = 8, 12, 10000.0
+    x = torch.randn(2, 3, n, d, generator=torch.Generator().manual_seed(0))
+    for offset in (0, 5):
+        got = Rotary(d, n + offset, base)(x, offset)
+        theta = base ** (-torch.arange(0, d, 2).double() / d)  # [d/2]
+        angle = torch.arange(offset, offset + n).double()[:, None] * theta  # [n, d/2]
+        pairs = torch.complex(x[..., : d // 2].double(), x[..., d // 2 :].double())
+        z = pairs * torch.polar(torch.ones_like(angle), angle)
+        torch.testing.assert_close(got, torch.cat([z.real, z.imag], -1).float(), atol=1e-5, rtol=1e-5)

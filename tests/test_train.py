@@ -134,3 +134,34 @@ def test_state_tensors_let_a_fresh_trainer_continue_bit_for_bit(tiny_cfg):
     assert [m.lr for m in ma] == [m.lr for m in mb] and [m.step for m in mb] == [4, 5, 6]
     for (name, p), q in zip(a.model.named_parameters(), b.model.parameters()):
         assert torch.equal(p, q), name
+
+
+class FakeClock:
+    """time.perf_counter for the trainer: each call advances 0.25 s, so the timing figures are exact."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        self.now += 0.25
+        return self.now
+
+
+def test_tokens_per_second_and_elapsed_come_from_the_step_time(tiny_cfg, monkeypatch):
+    from tinyviz.training import trainer as trainer_module
+
+    trainer = make_trainer(tiny_cfg)
+    monkeypatch.setattr(trainer_module.time, "perf_counter", FakeClock())
+    a, b = trainer.step(), trainer.step()  # each step reads the clock twice: 0.25 s per step
+    tokens = tiny_cfg.train.batch_size * tiny_cfg.model.n_ctx
+    assert a.tokens_per_s == pytest.approx(tokens / 0.25) and b.tokens_per_s == pytest.approx(tokens / 0.25)
+    assert a.elapsed == pytest.approx(0.25) and b.elapsed == pytest.approx(0.5)  # accumulated across steps
+
+
+def test_bfloat16_mode_runs_the_forward_pass_in_bfloat16(tiny_cfg):
+    trainer = make_trainer(apply_overrides(tiny_cfg, ["dtype=bfloat16"]))
+    seen = []
+    with trainer.model.hooks([("blocks.0.hook_attn_out", lambda x, name: seen.append(x.dtype))]):
+        m = trainer.step()
+    assert seen == [torch.bfloat16] and math.isfinite(m.loss)
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # the weights stay float32
