@@ -8,7 +8,9 @@ round-trip through JSON.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import numbers
 from dataclasses import dataclass, field, fields
 from typing import Any, get_args, get_type_hints
 
@@ -49,14 +51,71 @@ def _check_positive(obj, *names: str, allow_zero: bool = False) -> None:
             raise ValueError(f"{name}={value} must be {bound}.")
 
 
+@functools.cache
+def _field_types(cls) -> dict[str, tuple[type, bool]]:
+    """{field: (bool | int | float | str, whether None is allowed)} from the dataclass annotations."""
+    out = {}
+    for name, hint in get_type_hints(cls).items():
+        args = get_args(hint)
+        out[name] = (next(a for a in args if a is not type(None)) if args else hint, type(None) in args)
+    return out
+
+
+_TYPE_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a text"}
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_types(obj) -> None:
+    """ValueError naming the field unless each field holds its annotated type (ints pass as floats, and
+    become floats). A config.json anyone can write reaches here unfiltered."""
+    for name, (base, optional) in _field_types(type(obj)).items():
+        value = getattr(obj, name)
+        if value is None and optional:
+            continue
+        if base is bool:
+            ok = isinstance(value, bool)
+        elif base is int:
+            ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            if ok:
+                object.__setattr__(obj, name, int(value))
+        elif base is float:
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            if ok:
+                try:
+                    value = float(value)
+                except OverflowError:
+                    value = math.inf
+                object.__setattr__(obj, name, value)
+        else:
+            ok = isinstance(value, base)
+        if not ok:
+            none = " (or null for the default)" if optional else ""
+            raise ValueError(f"{name}={_short(value)} must be {_TYPE_WORDS.get(base, base.__name__)}{none}.")
+
+
+def _check_finite(obj) -> None:
+    """ValueError for a NaN or infinite number the field's own checks let through (NaN fails no comparison)."""
+    for name, (base, _) in _field_types(type(obj)).items():
+        value = getattr(obj, name)
+        if base is float and value is not None and not math.isfinite(value):
+            raise ValueError(f"{name}={value} must be a finite number.")
+
+
 class _Serializable:
+    SECTION = ""  # its key in a run's config.json
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
         if not isinstance(d, dict):
-            raise ValueError(f"{cls.__name__} must be a JSON object, got {type(d).__name__}.")
+            raise ValueError(f"the {cls.SECTION or cls.__name__} section must be a JSON object, "
+                             f"got {_short(d)}.")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -92,7 +151,10 @@ class ModelConfig(_Serializable):
     rope_base: float = 10000.0
     norm_eps: float = 1e-5  # the epsilon of LayerNorm / RMSNorm (GPT-2 and llama2.c: 1e-5; Llama 3: 1e-5 or 1e-6)
 
+    SECTION = "model"
+
     def __post_init__(self):
+        _check_types(self)
         _check_positive(self, "n_layers", "n_heads", "d_model", "n_ctx")
         if self.d_vocab < 2:
             raise ValueError(f"d_vocab={self.d_vocab} must be at least 2 (a vocabulary needs two tokens).")
@@ -116,6 +178,7 @@ class ModelConfig(_Serializable):
             raise ValueError(f"rope_base={self.rope_base} must be greater than 1.")
         if not (0 < self.norm_eps < 1 and math.isfinite(self.norm_eps)):
             raise ValueError(f"norm_eps={self.norm_eps} must be a small positive number, e.g. 1e-5.")
+        _check_finite(self)
 
     @property
     def d_head(self) -> int:
@@ -155,7 +218,10 @@ class TrainConfig(_Serializable):
     history_keep: int = 60  # weights kept through training (dense early, sparse late); 0 keeps none
     history_dtype: str = "float16"  # the kept copies' precision (the last checkpoint stays float32)
 
+    SECTION = "train"
+
     def __post_init__(self):
+        _check_types(self)
         _check_positive(self, "steps", "batch_size", "eval_batches")
         _check_positive(
             self, "warmup_steps", "eval_interval", "snapshot_interval", "checkpoint_interval",
@@ -181,6 +247,7 @@ class TrainConfig(_Serializable):
         if self.history_keep in (1, 2) or self.history_keep < 0:
             raise ValueError(f"history_keep={self.history_keep} must be 0 (keep no weights history) or at least 3 "
                              "(the first step, the last and one between).")
+        _check_finite(self)
 
 
 @dataclass(frozen=True)
@@ -192,7 +259,10 @@ class DataConfig(_Serializable):
     bpe_vocab_size: int = 512
     val_fraction: float = 0.1
 
+    SECTION = "data"
+
     def __post_init__(self):
+        _check_types(self)
         if not isinstance(self.corpus, str) or not self.corpus.strip():
             raise ValueError("corpus is empty; give a built-in corpus name (e.g. 'tinytales') "
                              "or a path to a .txt file.")
@@ -201,6 +271,7 @@ class DataConfig(_Serializable):
         check_bpe_vocab_size(self.bpe_vocab_size)
         if not 0.0 < self.val_fraction < 0.5:
             raise ValueError(f"val_fraction={self.val_fraction} must be between 0 and 0.5 (e.g. 0.1).")
+        _check_finite(self)
 
 
 @dataclass(frozen=True)
@@ -220,6 +291,7 @@ class SampleConfig(_Serializable):
             raise ValueError(f"top_k={self.top_k} must be 0 (off) or a positive number of tokens.")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p={self.top_p} must be in (0, 1]; 1 turns it off.")
+        _check_finite(self)
 
 
 @dataclass(frozen=True)

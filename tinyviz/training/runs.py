@@ -446,13 +446,13 @@ class Run:
         level of a record (runs written before kept it under "extra")."""
         out = []
         try:
-            with open(self.path / METRICS, encoding="utf-8") as f:
+            with open(self.path / METRICS, "rb") as f:
                 for line in f:
                     try:
                         rec = json.loads(line)
-                    except json.JSONDecodeError:
+                    except ValueError:  # a torn line, or bytes that are not UTF-8 (found by tests/test_fuzz.py)
                         continue
-                    if isinstance(rec, dict) and "step" in rec:
+                    if isinstance(rec, dict) and type(rec.get("step")) is int:
                         out.append(_lift_entropy(rec))
         except FileNotFoundError:
             pass
@@ -520,7 +520,7 @@ class Run:
         return {
             "name": self.name, "path": str(self.path), "preset": self.config.preset,
             "step": self.weights_step(), "steps": self.config.train.steps,
-            "loss": metrics[-1]["loss"] if metrics else None, "val_loss": vals[-1] if vals else None,
+            "loss": metrics[-1].get("loss") if metrics else None, "val_loss": vals[-1] if vals else None,
             "status": self.state().get("status", "new"), "corpus": self.config.data.corpus,
             "model": (f"{m.n_layers}L {m.n_heads}H d{m.d_model} ctx{m.n_ctx} "
                       f"{m.pos_emb} {m.norm_position}-{m.norm} {m.mlp}"),

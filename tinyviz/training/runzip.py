@@ -79,6 +79,7 @@ def import_run_zip(source, root: Path, name: str | None = None, *, fallback_name
     """
     import io
     import shutil
+    import struct
     import tempfile
     import zipfile
     import zlib
@@ -152,7 +153,12 @@ def import_run_zip(source, root: Path, name: str | None = None, *, fallback_name
             else:
                 run.check_memory()
             os.replace(tmp, target)
-        except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as e:
+        except RunError:
+            raise
+        # a damaged zip fails inside zipfile in many ways (a negative seek is a ValueError, a short
+        # header an EOFError or struct.error); each is the same sentence
+        except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, ValueError, EOFError,
+                OverflowError, struct.error) as e:
             raise RunError(f"the zip is damaged or encrypted ({str(e)[:80]}); "
                            "export the run again and retry.") from None
         except OSError as e:
