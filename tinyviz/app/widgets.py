@@ -64,20 +64,26 @@ def _add_to_bundle(name: str, fig: go.Figure, df: pd.DataFrame | None) -> None:
     state.put(state.BUNDLE_ZIP, None)
 
 
+def _shaded_html(labels: Sequence[str], shades: Sequence[tuple[tuple[int, int, int], float]],
+                 tips: Sequence[str]) -> str:
+    """Tokens as spans on a background of (rgb, alpha) each, a tooltip each; a token ending in ⏎ also
+    breaks the line."""
+    spans = []
+    for label, ((r, g, b), alpha), tip in zip(labels, shades, tips):
+        ink = "#fff" if alpha > 0.6 else "inherit"
+        spans.append(f'<span title="{html.escape(tip)}" style="background: rgba({r},{g},{b},{alpha:.2f}); '
+                     f'color: {ink}; border-radius: 2px; white-space: pre-wrap">{html.escape(label)}</span>')
+        if label.endswith(VISIBLE["\n"]):
+            spans.append("<br>")
+    return f'<div style="line-height: 1.8; font-size: 16px; font-family: monospace">{"".join(spans)}</div>'
+
+
 def token_html(labels: Sequence[str], values: Sequence[float | None], tips: Sequence[str],
                rgb: tuple[int, int, int], vmax: float = 1.0) -> str:
     """Tokens as spans shaded by value/vmax in colour rgb (none when the value is None), a tooltip each;
     a token ending in ⏎ also breaks the line."""
-    spans = []
-    for label, value, tip in zip(labels, values, tips):
-        alpha = 0.0 if value is None else 0.9 * max(0.0, min(1.0, value / vmax))
-        ink = "#fff" if alpha > 0.6 else "inherit"
-        spans.append(f'<span title="{html.escape(tip)}" style="background: rgba({rgb[0]},{rgb[1]},{rgb[2]},'
-                     f'{alpha:.2f}); color: {ink}; border-radius: 2px; white-space: pre-wrap">'
-                     f'{html.escape(label)}</span>')
-        if label.endswith(VISIBLE["\n"]):
-            spans.append("<br>")
-    return f'<div style="line-height: 1.8; font-size: 16px; font-family: monospace">{"".join(spans)}</div>'
+    alphas = [0.0 if v is None else 0.9 * max(0.0, min(1.0, v / vmax)) for v in values]
+    return _shaded_html(labels, [(rgb, a) for a in alphas], tips)
 
 
 def signed_token_html(labels: Sequence[str], values: Sequence[float | None], tips: Sequence[str],
@@ -85,17 +91,9 @@ def signed_token_html(labels: Sequence[str], values: Sequence[float | None], tip
     """Tokens shaded green where the value is negative (better), red where positive (worse), by |value|/vmax
     (default: the largest magnitude); unshaded for None. A token ending in ⏎ also breaks the line."""
     vmax = vmax or max([abs(v) for v in values if v is not None] + [1e-6])
-    spans = []
-    for label, value, tip in zip(labels, values, tips):
-        rgb = (44, 160, 44) if value is not None and value < 0 else (214, 39, 40)
-        alpha = 0.0 if value is None else 0.9 * min(1.0, abs(value) / vmax)
-        ink = "#fff" if alpha > 0.6 else "inherit"
-        spans.append(f'<span title="{html.escape(tip)}" style="background: rgba({rgb[0]},{rgb[1]},{rgb[2]},'
-                     f'{alpha:.2f}); color: {ink}; border-radius: 2px; white-space: pre-wrap">'
-                     f'{html.escape(label)}</span>')
-        if label.endswith(VISIBLE["\n"]):
-            spans.append("<br>")
-    return f'<div style="line-height: 1.8; font-size: 16px; font-family: monospace">{"".join(spans)}</div>'
+    shades = [((44, 160, 44) if v is not None and v < 0 else (214, 39, 40),
+               0.0 if v is None else 0.9 * min(1.0, abs(v) / vmax)) for v in values]
+    return _shaded_html(labels, shades, tips)
 
 
 def change_tokens(tokenizer, ids: list[int], change) -> tuple[list[str], list[float | None], list[str]]:

@@ -22,7 +22,7 @@ import struct
 import torch
 from tokenizers import Tokenizer
 
-from tinyviz.data.text import _BYTE_DECODER, UnknownCharactersError, _ids_list, visible
+from tinyviz.data.text import _BYTE_DECODER, LibraryTokenizer, UnknownCharactersError, _ids_list, visible
 
 MAX_TOKENIZER_BYTES = 64_000_000  # Llama 3's tokenizer.json is 9 MB; 64 MB is far past any real one
 
@@ -229,16 +229,13 @@ class Llama2cTokenizer:
 
 
 # -- Hugging Face tokenizer.json ---------------------------------------------------------------------------
-class HFTokenizer:
+class HFTokenizer(LibraryTokenizer):
     """A Hugging Face ``tokenizer.json`` (GPT-2 byte-level BPE, Llama's sentencepiece BPE, ...).
 
     encode adds what the file's post-processor adds (e.g. Llama's BOS), as ``transformers`` does;
     decode drops special tokens so that decoding and re-encoding a prompt gives the same ids."""
 
     kind = "hf"
-
-    def __init__(self, tokenizer: Tokenizer):
-        self._tok = tokenizer
 
     @classmethod
     def from_bytes(cls, data: bytes, *, source: str = "tokenizer.json") -> HFTokenizer:
@@ -253,15 +250,6 @@ class HFTokenizer:
     @property
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size(with_added_tokens=True)
-
-    def unknown_chars(self, text: str) -> list[str]:
-        return []
-
-    def encode(self, text: str, *, source: str = "the prompt") -> list[int]:
-        return self._tok.encode(text).ids
-
-    def encode_tensor(self, text: str, *, source: str = "the prompt") -> torch.Tensor:
-        return torch.tensor(self.encode(text), dtype=torch.long)
 
     def decode(self, ids) -> str:
         ids = [i for i in _ids_list(ids) if i < self.vocab_size]  # padded embedding rows have no text

@@ -136,13 +136,28 @@ def _byte_decoder() -> dict[str, int]:
 _BYTE_DECODER = _byte_decoder()
 
 
-class BPETokenizer:
-    """Byte-level BPE: any string encodes (no unknown characters) and decodes back exactly."""
-
-    kind = "bpe"
+class LibraryTokenizer:
+    """What every tokenizer backed by the tokenizers library shares: any string encodes (none of its
+    characters is unknown)."""
 
     def __init__(self, tokenizer: Tokenizer):
         self._tok = tokenizer
+
+    def unknown_chars(self, text: str) -> list[str]:
+        return []
+
+    def encode(self, text: str, *, source: str = "the prompt") -> list[int]:
+        return self._tok.encode(text).ids
+
+    def encode_tensor(self, text: str, *, source: str = "the prompt") -> torch.Tensor:
+        """Ids of ``text`` as an int64 tensor [n_tokens]."""
+        return torch.tensor(self.encode(text), dtype=torch.long)
+
+
+class BPETokenizer(LibraryTokenizer):
+    """Byte-level BPE: any string encodes (no unknown characters) and decodes back exactly."""
+
+    kind = "bpe"
 
     @classmethod
     def train(cls, text: str, vocab_size: int) -> BPETokenizer:
@@ -159,16 +174,6 @@ class BPETokenizer:
     @property
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size()
-
-    def unknown_chars(self, text: str) -> list[str]:
-        return []
-
-    def encode(self, text: str, *, source: str = "the prompt") -> list[int]:
-        return self._tok.encode(text).ids
-
-    def encode_tensor(self, text: str, *, source: str = "the prompt") -> torch.Tensor:
-        """Ids of ``text`` as an int64 tensor [n_tokens]."""
-        return torch.tensor(self.encode(text), dtype=torch.long)
 
     def decode(self, ids) -> str:
         """Text of ``ids`` (a list of ints or a 1-D tensor); exact inverse of ``encode``."""

@@ -42,6 +42,7 @@ from tinyviz.experiments.sweep import (  # noqa: F401  (run_folder: part of this
     loss_figure,
     run_folder,
     run_sweep,
+    runs_metrics,
     write_figure,
 )
 
@@ -91,12 +92,8 @@ class AblationResult:
     notes: list[str]
 
     def metrics(self) -> dict[str, dict[int, list[dict]]]:
-        from tinyviz.training.runs import Run
-
-        out: dict[str, dict[int, list[dict]]] = {}
-        for r in self.runs:
-            out.setdefault(r["arm"], {})[r["seed"]] = Run.open(Path(r["path"])).metrics()
-        return out
+        """arm -> seed -> metrics records."""
+        return runs_metrics(self.runs, "arm")
 
 
 def _describe(cfg: RunConfig) -> str:
@@ -178,12 +175,7 @@ def read_summary(out: Path) -> str:
 
 def load_metrics(out: Path) -> dict[str, dict[int, list[dict]]]:
     """arm -> seed -> metrics records of a finished ablation folder (one with ablation.json)."""
-    from tinyviz.training.runs import Run
-
-    metrics: dict[str, dict[int, list[dict]]] = {}
-    for r in read_result(out)["runs"]:
-        metrics.setdefault(r["arm"], {})[r["seed"]] = Run.open(Path(out) / Path(r["path"]).name).metrics()
-    return metrics
+    return runs_metrics(read_result(out)["runs"], "arm", folder=out)
 
 
 def run_ablation(name: str, seeds: int | None = None, steps: int | None = None, corpus: str | None = None,

@@ -207,12 +207,19 @@ class SweepResult:
 
     def metrics(self) -> dict[str, dict[int, list[dict]]]:
         """cell -> seed -> metrics records."""
-        from tinyviz.training.runs import Run
+        return runs_metrics(self.runs, "cell")
 
-        out: dict[str, dict[int, list[dict]]] = {}
-        for r in self.runs:
-            out.setdefault(r["cell"], {})[r["seed"]] = Run.open(Path(r["path"])).metrics()
-        return out
+
+def runs_metrics(runs: list[dict], key: str, folder: Path | None = None) -> dict[str, dict[int, list[dict]]]:
+    """run[key] (the cell, or an ablation's arm) -> seed -> the metrics records of each run in runs; with
+    folder, a run is looked up there by its folder's name (a sweep folder that was moved or copied)."""
+    from tinyviz.training.runs import Run
+
+    out: dict[str, dict[int, list[dict]]] = {}
+    for r in runs:
+        path = Path(r["path"]) if folder is None else Path(folder) / Path(r["path"]).name
+        out.setdefault(r[key], {})[r["seed"]] = Run.open(path).metrics()
+    return out
 
 
 def check_corpus(base: RunConfig) -> None:
