@@ -40,9 +40,11 @@ def pick_runs() -> list:
 
 def loss_section(runs: list) -> None:
     state.default(state.COMPARE_LOG_Y, True)
-    st.toggle("Log-scale loss", key=state.COMPARE_LOG_Y, persist_state="session")
+    c1, c2 = st.columns([1, 2], vertical_alignment="center")
+    c1.toggle("Log-scale loss", key=state.COMPARE_LOG_Y, persist_state="session")
+    smooth = widgets.smoothing(state.COMPARE_SMOOTHING, c2)
     metrics = {r.name: live_metrics(str(r.path), loaders.metrics) for r in runs}
-    fig = plots.loss_curves(metrics, log_y=state.get(state.COMPARE_LOG_Y))
+    fig = plots.loss_curves(metrics, log_y=state.get(state.COMPARE_LOG_Y), smoothing=smooth)
     current = state.get(state.RUN)
     if current and any(str(r.path) == current for r in runs) and loaders.kept_steps(current):
         step = loaders.shown_step(current)

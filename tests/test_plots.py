@@ -93,7 +93,7 @@ def test_prediction_figures_write_tokens_in_cells():
 def test_candidates_bar_marks_the_chosen_token():
     step = SampleStep(token=1, text="b", prob=0.6, candidates=[("b", 0.6), ("a", 0.3)])
     fig = plots.candidates_bar(step.candidates, "b", "demo", 4, "T=1")
-    assert list(fig.data[0].marker.color) == ["#d62728", "#1f77b4"]
+    assert list(fig.data[0].marker.color) == [plots.PALETTE[1], plots.PALETTE[0]]  # vermillion, blue
     assert "token 5" in fig.layout.title.text and fig.layout.xaxis.title.text == "probability"
 
 

@@ -60,25 +60,92 @@ def thin(records: list[dict], max_points: int = 1000) -> list[dict]:
     return records[::k] + ([records[-1]] if (len(records) - 1) % k else [])
 
 
-def loss_curves(runs: dict[str, list[dict]], log_y: bool = True, title_text: str | None = None) -> go.Figure:
-    """Train loss (lines) and val loss (markers) of one or more runs' metrics records."""
+# Okabe & Ito's colour-blind-safe categorical palette (https://jfly.uni-koeln.de/color/), yellow last
+# (faint on white); with a dash and a marker per series, lines stay apart in grey scale too.
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+MARKERS = ("circle", "square", "diamond", "triangle-up", "x", "cross", "star", "triangle-down")
+PATTERNS = ("", "/", ".", "x", "\\", "+")  # bar fill patterns, the bars' second cue besides colour
+RAW = "raw"  # meta of the faint unsmoothed curve drawn behind a smoothed one
+
+
+def series_style(i: int) -> dict:
+    """Series i's colour, dash and marker: no two of the first 24 series share both colour and dash."""
+    return {"color": PALETTE[i % len(PALETTE)], "dash": DASHES[i % len(DASHES)], "symbol": MARKERS[i % len(MARKERS)]}
+
+
+def ema(values: Sequence[float], smoothing: float) -> np.ndarray:
+    """Exponential moving average with weight `smoothing` on the past (0 = the raw values), bias-corrected
+    as TensorBoard does, so the first points are not pulled towards 0."""
+    x = np.asarray(values, dtype=float)
+    if smoothing <= 0 or len(x) == 0:
+        return x
+    out, acc = np.empty_like(x), 0.0
+    for i, v in enumerate(x):
+        acc = smoothing * acc + (1 - smoothing) * v
+        out[i] = acc / (1 - smoothing ** (i + 1))
+    return out
+
+
+def loss_figure(groups: dict[str, list[list[dict]]], log_y: bool = True, smoothing: float = 0.0,
+                title_text: str | None = None, max_points: int = 1000, val_suffix: str = " val",
+                train_suffix: str = " train", **layout) -> go.Figure:
+    """THE loss chart (Train, Compare, ablations, sweeps): per group (a run, or an arm's seeds), the train
+    loss smoothed by an EMA (``smoothing`` in [0, 1)) over the raw curve drawn faint, and the val loss
+    with markers; a group of several seeds is drawn as their mean with a min-max band. Group i has
+    ``series_style(i)``. Curves longer than max_points are thinned after smoothing."""
     fig = go.Figure()
-    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
-    for i, (name, metrics) in enumerate(runs.items()):
-        colour = palette[i % len(palette)]
-        recs = thin([m for m in metrics if m.get("loss") is not None])
-        vals = [m for m in metrics if m.get("val_loss") is not None]
-        # train loss is noisy: drawn light, so the val curve on top stays readable
-        fig.add_scatter(x=[m["step"] for m in recs], y=[m["loss"] for m in recs], mode="lines",
-                        name=f"{name} train", line=dict(color=colour, width=1.2), opacity=0.45 if vals else 1.0)
+    for i, (name, seeds) in enumerate(groups.items()):
+        style = series_style(i)
+        colour, rgb = style["color"], tuple(int(style["color"][j:j + 2], 16) for j in (1, 3, 5))
+        runs = [[m for m in ms if m.get("loss") is not None] for ms in seeds]
+        runs = [r for r in runs if r]
+        if not runs:
+            continue
+        longest = max(runs, key=len)
+        steps = np.array([m["step"] for m in longest])
+        loss = np.full((len(runs), len(steps)), np.nan)
+        for r, ms in enumerate(runs):
+            loss[r, :len(ms)] = [m["loss"] for m in ms]
+        mean = np.nanmean(loss, 0) if len(runs) > 1 else loss[0]
+        keep = np.unique(np.r_[np.arange(0, len(steps), max(1, math.ceil(len(steps) / max_points))), len(steps) - 1])
+        x = steps[keep].tolist()
+        if len(runs) > 1:
+            lo, hi = np.nanmin(loss, 0)[keep], np.nanmax(loss, 0)[keep]
+            fig.add_scatter(x=x + x[::-1], y=np.r_[hi, lo[::-1]].tolist(), fill="toself", mode="none", meta=RAW,
+                            fillcolor=f"rgba({rgb[0]},{rgb[1]},{rgb[2]},0.15)", legendgroup=name, showlegend=False,
+                            hoverinfo="skip", name=f"{name} min-max")
+        if smoothing > 0:  # the raw curve stays visible, faint, behind the smoothed one
+            fig.add_scatter(x=x, y=mean[keep].tolist(), mode="lines", name=f"{name}{train_suffix} (raw)", meta=RAW,
+                            line=dict(color=colour, width=1, dash=style["dash"]), opacity=0.25, legendgroup=name,
+                            showlegend=False, hoverinfo="skip")
+        fig.add_scatter(x=x, y=ema(mean, smoothing)[keep].tolist(), mode="lines", name=f"{name}{train_suffix}",
+                        line=dict(color=colour, width=1.6, dash=style["dash"]), legendgroup=name,
+                        hovertemplate=f"{name}" + " step %{x}: train %{y:.3f}<extra></extra>")
+        vals: dict[int, list[float]] = {}
+        for ms in seeds:
+            for m in ms:
+                if m.get("val_loss") is not None:
+                    vals.setdefault(m["step"], []).append(m["val_loss"])
         if vals:
-            fig.add_scatter(x=[m["step"] for m in vals], y=[m["val_loss"] for m in vals], mode="lines+markers",
-                            name=f"{name} val", line=dict(color=colour, width=2.5), marker=dict(size=6))
-    default = title("Loss", ", ".join(runs)) if len(runs) > 1 else title("Loss", *runs)
-    _layout(fig, title_text or default, xaxis_title="step", yaxis_title="cross-entropy (nats)",
-            legend=dict(orientation="h", y=-0.2), height=380)
+            vs = sorted(vals)
+            fig.add_scatter(x=vs, y=[sum(vals[s]) / len(vals[s]) for s in vs], mode="lines+markers",
+                            name=f"{name}{val_suffix}", legendgroup=name,
+                            line=dict(color=colour, width=2.5, dash=style["dash"]),
+                            marker=dict(size=7, symbol=style["symbol"], color=colour),
+                            hovertemplate=f"{name}" + " step %{x}: val %{y:.3f}<extra></extra>")
+    default = title("Loss", ", ".join(groups)) if len(groups) > 1 else title("Loss", *groups)
+    layout.setdefault("height", 380)
+    layout.setdefault("legend", dict(orientation="h", y=-0.2))
+    _layout(fig, title_text or default, xaxis_title="step", yaxis_title="cross-entropy (nats)", **layout)
     fig.update_yaxes(type="log" if log_y else "linear")
     return fig
+
+
+def loss_curves(runs: dict[str, list[dict]], log_y: bool = True, title_text: str | None = None,
+                smoothing: float = 0.0) -> go.Figure:
+    """Train loss (smoothed line over the faint raw one) and val loss (markers) of one or more runs."""
+    return loss_figure({name: [metrics] for name, metrics in runs.items()}, log_y, smoothing, title_text)
 
 
 def metric_curve(metrics: list[dict], key: str, run: str, label: str, log_y: bool = False) -> go.Figure:
@@ -110,8 +177,10 @@ def activation_stats_bars(act_stats: list[dict], run: str, step: int | None = No
     """Per layer: std of the residual stream, attention and MLP outputs, and the dead-unit fraction."""
     layers = [f"block {s['layer']}" for s in act_stats]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("output std", "MLP units never active"))
-    for key, name in (("resid_std", "residual"), ("attn_out_std", "attention out"), ("mlp_out_std", "MLP out")):
-        fig.add_bar(x=layers, y=[s[key] for s in act_stats], name=name, row=1, col=1)
+    for i, (key, name) in enumerate((("resid_std", "residual"), ("attn_out_std", "attention out"),
+                                     ("mlp_out_std", "MLP out"))):
+        fig.add_bar(x=layers, y=[s[key] for s in act_stats], name=name, row=1, col=1,
+                    marker=dict(color=PALETTE[i], pattern_shape=PATTERNS[i]))
     fig.add_bar(x=layers, y=[s["mlp_dead_frac"] for s in act_stats], name="dead fraction",
                 marker_color="#7f7f7f", row=1, col=2)
     _layout(fig, title("Activation statistics of the probe prompt", run, step is not None and f"step {step}"),
@@ -257,8 +326,10 @@ def head_history(history: list[dict], layer: int, head: int, run: str) -> go.Fig
     fig = go.Figure()
     for name in SCORE_NAMES:
         if history and name in history[0]["scores"]:
+            sty = series_style(SCORE_NAMES.index(name))
             fig.add_scatter(x=steps, y=[s["scores"][name][layer][head] for s in history], mode="lines+markers",
-                            name=name)
+                            name=name, line=dict(color=sty["color"], dash=sty["dash"]),
+                            marker=dict(symbol=sty["symbol"], size=7))
     _layout(fig, title("How the head formed", run, f"layer {layer}, head {head}"), xaxis_title="training step",
             yaxis_title="score (0..1)", height=320, legend=dict(orientation="h", y=-0.25))
     fig.update_yaxes(range=[0, 1])
@@ -273,6 +344,7 @@ def ablation_bars(deltas: np.ndarray, run: str, step: int | None = None) -> go.F
     fig = go.Figure()
     for l in range(d.shape[0]):
         fig.add_bar(x=[f"H{h}" for h in range(d.shape[1])], y=d[l], name=f"layer {l}",
+                    marker=dict(color=PALETTE[l % len(PALETTE)], pattern_shape=PATTERNS[l % len(PATTERNS)]),
                     hovertemplate=f"layer {l}, " + "%{x}: %{y:+.3f} nats<extra></extra>")
     _layout(fig, title("Loss change when one head is zeroed", run, step is not None and f"weights of step {step}"),
             xaxis_title="head", yaxis_title="loss change (nats)", barmode="group", height=320,
@@ -348,7 +420,7 @@ def candidates_bar(candidates: list[tuple[str, float]], chosen: str, run: str, i
                    settings: str = "") -> go.Figure:
     """The top candidates of one generated step; the chosen token in red."""
     names = [c for c, _ in candidates]
-    colours = ["#d62728" if c == chosen else "#1f77b4" for c in names]
+    colours = [PALETTE[1] if c == chosen else PALETTE[0] for c in names]
     fig = go.Figure(go.Bar(x=[p for _, p in candidates], y=[repr(c) for c in names], orientation="h",
                            marker_color=colours, text=[f"{p:.3f}" for _, p in candidates], textposition="auto",
                            hovertemplate="%{y}: p=%{x:.3f}<extra></extra>"))
@@ -373,7 +445,7 @@ def step_position(steps: Sequence[int], step: float) -> float:
 
 
 def _mark(fig: go.Figure, steps: Sequence[int], marks: dict[str, int | None], **kw) -> None:
-    for (label, step), colour in zip(marks.items(), ("#d62728", "#9467bd", "#2ca02c")):
+    for (label, step), colour in zip(marks.items(), PALETTE[1:4]):
         if step is not None:
             fig.add_vline(x=step_position(steps, step), line_dash="dash", line_color=colour, line_width=2,
                           annotation_text=f"{label} (step {step})", annotation_position="top",
@@ -444,12 +516,12 @@ def icl_over_training(steps: Sequence[int], icl: np.ndarray, metrics: list[dict]
     """The in-context-learning score at each kept step and the training loss, on the kept-step axis."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     x = np.arange(len(steps))
-    fig.add_scatter(x=x, y=icl, mode="lines+markers", name="ICL score (late - early loss)", line_color="#1f77b4",
+    fig.add_scatter(x=x, y=icl, mode="lines+markers", name="ICL score (late - early loss)", line_color=PALETTE[0],
                     customdata=list(steps), hovertemplate="step %{customdata}: ICL %{y:.3f} nats<extra></extra>")
     pts = [m for m in thin([m for m in metrics if m.get("loss") is not None], 600) if m["step"] <= steps[-1]]
     if pts:
         fig.add_scatter(x=[step_position(steps, m["step"]) for m in pts], y=[m["loss"] for m in pts], mode="lines",
-                        name="training loss", line=dict(color="#ff7f0e", width=1), opacity=0.7,
+                        name="training loss", line=dict(color=PALETTE[1], width=1, dash="dot"), opacity=0.7,
                         customdata=[m["step"] for m in pts], secondary_y=True,
                         hovertemplate="step %{customdata}: loss %{y:.3f}<extra></extra>")
     _mark(fig, steps, marks or {})

@@ -154,7 +154,8 @@ def _result(job: AblationJob) -> None:
         return
     label, sentence = ablate.read_result(job.out)["verdict"]
     st.success(f"{job.preset}: Verdict: {label}. {sentence}")
-    fig = ablate.loss_figure(ablate.load_metrics(job.out), f"ablation {job.preset}")
+    fig = ablate.loss_figure(ablate.load_metrics(job.out), f"ablation {job.preset}",
+                             smoothing=widgets.smoothing(state.ABLATE_SMOOTHING))
     widgets.chart(fig, f"ablation-{job.preset}", key=f"ablate_fig_{job.preset}")
     with st.expander("Summary: table, arms and rule"):
         st.markdown(ablate.read_summary(job.out))

@@ -57,6 +57,7 @@ REPORT_HTML = "report_html"  # (run id, html bytes) of the replay file once buil
 
 # Train
 TRAIN_LOG_Y = "train_log_y"
+TRAIN_SMOOTHING = "train_smoothing"  # the loss chart's EMA slider (one per chart, so two on a page never clash)
 TRAIN_PRESET = "train_preset"
 TRAIN_SOURCE = "train_source"
 TRAIN_MSG = "train_msg"  # (kind, sentence) after Start / Resume
@@ -65,6 +66,9 @@ TRAIN_MSG = "train_msg"  # (kind, sentence) after Start / Resume
 COMPARE_RUNS = "compare_runs"
 COMPARE_PROMPT = "compare_prompt"
 COMPARE_LOG_Y = "compare_log_y"
+COMPARE_SMOOTHING = "compare_smoothing"
+ABLATE_SMOOTHING = "ablate_smoothing"
+SWEEP_SMOOTHING = "sweep_smoothing"
 COMPARE_PENDING = "compare_pending"  # runs to select on the next rerun (after an A/B launch)
 AB_MSG = "ab_msg"
 AB_FIELD = "ab_field"

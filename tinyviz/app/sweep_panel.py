@@ -98,5 +98,6 @@ def render(root: Path) -> None:
         st.error(str(e))
         return
     ordered = {c: metrics[c] for c in chosen if c in metrics}
-    fig = sweep.loss_figure(ordered, f"{name}: train loss (mean, min-max over {len(seeds)} seeds), val dashed")
+    fig = sweep.loss_figure(ordered, f"{name}: train loss (mean, min-max over {len(seeds)} seeds), val with markers",
+                            smoothing=widgets.smoothing(state.SWEEP_SMOOTHING))
     widgets.chart(fig, f"{name} loss curves", key=f"sweep_curves_{name}")

@@ -125,8 +125,10 @@ def _charts(run_id: str, view: dict) -> None:
     run = loaders.open_run(run_id)
     _health(metrics, run.config)
     state.default(state.TRAIN_LOG_Y, True)
-    st.toggle("Log-scale loss", key=state.TRAIN_LOG_Y, persist_state="session")
-    widgets.chart(plots.loss_curves({name: metrics}, log_y=state.get(state.TRAIN_LOG_Y)),
+    c1, c2 = st.columns([1, 2], vertical_alignment="center")
+    c1.toggle("Log-scale loss", key=state.TRAIN_LOG_Y, persist_state="session")
+    smooth = widgets.smoothing(state.TRAIN_SMOOTHING, c2)
+    widgets.chart(plots.loss_curves({name: metrics}, log_y=state.get(state.TRAIN_LOG_Y), smoothing=smooth),
                   plots.title(name, "loss"), key="train_loss")
     samples = [r for r in metrics if (r.get("extra") or {}).get("sample")]
     if samples:

@@ -57,6 +57,13 @@ def export_buttons(fig: go.Figure, df: pd.DataFrame | None, name: str, key: str)
         st.caption(export.NO_BROWSER)
 
 
+def smoothing(key: str, container=st) -> float:
+    """The loss chart's EMA slider (0 = raw); the raw curve stays faint behind the smoothed one."""
+    state.default(key, 0.6)
+    return container.slider("Smoothing (EMA)", 0.0, 0.99, step=0.01, key=key, persist_state="session",
+                            help="exponential moving average of the train loss; the raw curve stays faint behind it")
+
+
 def _add_to_bundle(name: str, fig: go.Figure, df: pd.DataFrame | None) -> None:
     bundle = dict(state.get(state.BUNDLE, {}))
     bundle[name] = (fig, df)

@@ -213,7 +213,7 @@ def _finish(res: AblationResult, images: bool = True) -> None:
     except (ZeroDivisionError, KeyError, ValueError) as e:  # e.g. every seed of an arm hit NaN
         res.verdict = ("undecided", f"the rule could not be applied ({type(e).__name__}: {e}).")
     (out / CURVES).write_text(curves_csv(metrics), encoding="utf-8")
-    fig = loss_figure(metrics, f"{ab.name}: train loss (mean, min-max over {len(res.seeds)} seeds), val dashed — "
+    fig = loss_figure(metrics, f"{ab.name}: train loss (mean, min-max over {len(res.seeds)} seeds), val with markers — "
                                f"{Path(res.base.data.corpus).name}")
     res.notes = write_figure(fig, out / "loss", images)
     (out / RESULT).write_text(json.dumps({

@@ -22,7 +22,7 @@ MIN_GAP = 0.02  # nats: two arms "clearly differ" by more than max(MIN_GAP, the 
 # snapshots or checkpoints (the final weights are still saved), so an arm costs only its steps.
 BASE = {
     "d_ff": None, "n_ctx": 64, "batch_size": 16, "lr": 3e-3, "warmup_steps": 30, "eval_interval": 50,
-    "eval_batches": 4, "snapshot_interval": 0, "checkpoint_interval": 0, "corpus_chars": 100_000,
+    "eval_batches": 4, "snapshot_interval": 0, "checkpoint_interval": 0, "sample_interval": 0, "corpus_chars": 100_000,
 }
 
 

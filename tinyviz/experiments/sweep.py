@@ -6,7 +6,7 @@ local processes or a Ray cluster) and writes into its output folder:
 
     <cell>-seed<k>/        one run folder per cell and seed (readable with runs.Run)
     curves.csv             step, arm, seed, loss, val_loss (arm = the cell's label)
-    loss.html/.svg/.png    train loss per cell, mean over seeds with a min-max band, val dashed, log y
+    loss.html/.svg/.png    train loss per cell, mean over seeds with a min-max band, val with markers, log y
     results.csv/.json      one row per run: grid values, seed, final train/val loss, tokens/s, wall time, node
     sweep.json             the sweep's description (fields, cells, seeds, base config, executor)
     summary.md             final losses per cell (an ablation writes its verdict here instead)
@@ -278,7 +278,7 @@ def run_sweep(sweep: Sweep, out: Path, executor, on_progress: Callable[[int, int
         metrics = res.metrics()
         (out / CURVES).write_text(curves_csv(metrics), encoding="utf-8")
         fig = loss_figure(metrics, f"{sweep.name} sweep: train loss (mean, min-max over {len(sweep.seeds)} "
-                                   f"seeds), val dashed — {Path(sweep.base.data.corpus).name}")
+                                   f"seeds), val with markers — {Path(sweep.base.data.corpus).name}")
         res.notes = write_figure(fig, out / "loss", images)
         (out / SUMMARY).write_text(summary_markdown(res), encoding="utf-8")
     return res
@@ -367,49 +367,18 @@ def curves_csv(metrics: dict[str, dict[int, list[dict]]]) -> str:
     return buf.getvalue()
 
 
-COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+def loss_figure(metrics: dict[str, dict[int, list[dict]]], title: str, max_points: int = 300,
+                smoothing: float = 0.0):
+    """Train loss per cell: mean over seeds with a min-max band; val loss with markers; log y.
 
-
-def loss_figure(metrics: dict[str, dict[int, list[dict]]], title: str, max_points: int = 300):
-    """Train loss per cell: mean over seeds with a min-max band; val loss dashed; log y.
-
-    metrics: cell -> seed -> metrics records. Long curves are thinned to about max_points steps
-    (the CSV keeps every step).
+    metrics: cell -> seed -> metrics records. The app's one loss chart (tinyviz.analysis.plots.loss_figure,
+    one colour-blind-safe palette); long curves are thinned to about max_points steps (the CSV keeps every step).
     """
-    import numpy as np
-    import plotly.graph_objects as go
+    from tinyviz.analysis import plots
 
-    fig = go.Figure()
-    for i, (arm, by_seed) in enumerate(metrics.items()):
-        colour = COLOURS[i % len(COLOURS)]
-        rgb = tuple(int(colour[j:j + 2], 16) for j in (1, 3, 5))
-        n = max((len(ms) for ms in by_seed.values()), default=0)
-        if n == 0:
-            continue
-        loss = np.full((len(by_seed), n), np.nan)
-        for r, ms in enumerate(by_seed.values()):
-            loss[r, :len(ms)] = [m["loss"] for m in ms]
-        steps = np.arange(1, n + 1)
-        keep = np.unique(np.r_[np.arange(0, n, max(1, math.ceil(n / max_points))), n - 1])
-        x, lo, hi, mean = steps[keep], np.nanmin(loss, 0)[keep], np.nanmax(loss, 0)[keep], np.nanmean(loss, 0)[keep]
-        fig.add_trace(go.Scatter(x=np.r_[x, x[::-1]], y=np.r_[hi, lo[::-1]], fill="toself", mode="none",
-                                 fillcolor=f"rgba({rgb[0]},{rgb[1]},{rgb[2]},0.18)", legendgroup=arm,
-                                 showlegend=False, hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=x, y=mean, mode="lines", line=dict(color=colour, width=1.5), name=arm,
-                                 legendgroup=arm))
-        vals: dict[int, list[float]] = {}
-        for ms in by_seed.values():
-            for m in ms:
-                if m.get("val_loss") is not None:
-                    vals.setdefault(m["step"], []).append(m["val_loss"])
-        if vals:
-            vs = sorted(vals)
-            fig.add_trace(go.Scatter(x=vs, y=[sum(vals[s]) / len(vals[s]) for s in vs], mode="lines+markers",
-                                     line=dict(color=colour, dash="dash", width=1.5), marker=dict(size=5),
-                                     name=f"{arm} (val)", legendgroup=arm))
-    fig.update_layout(title=title, xaxis_title="step", yaxis_title="loss (nats, log scale)", yaxis_type="log",
-                      template="plotly_white", width=900, height=520, legend=dict(font=dict(size=11)))
-    return fig
+    return plots.loss_figure({arm: list(by_seed.values()) for arm, by_seed in metrics.items()}, title_text=title,
+                             max_points=max_points, smoothing=smoothing, train_suffix="", val_suffix=" (val)",
+                             width=900, height=520, legend=dict(font=dict(size=11)))
 
 
 def write_figure(fig, stem: Path, images: bool = True) -> list[str]:
