@@ -297,6 +297,8 @@ def test_grad_explosion_reports_each_episode_once():
     for i in (200, 201, 202, 203, 400):
         m[i]["grad_norm"] = 50.0
     m[5]["grad_norm"] = 50.0  # too little history to judge
+    for r in m[401:421]:  # the single spike at 401 hurts: the loss jumps after it
+        r["loss"] += 1.0
     warnings = health.health_checks(m, vocab_size=VOCAB)
     assert [(w.code, w.step) for w in warnings] == [("grad_explosion", 201), ("grad_explosion", 401)]
     assert "50" in warnings[0].message
