@@ -306,19 +306,27 @@ def bench_big(args, tmp: Path) -> dict:
         "heads page (patterns, scores, grid + heatmap JSON)": heads_page,
         "predictions (top-5 + loss per position)": lambda: (probes.top_predictions(model, ids, 5),
                                                             probes.loss_per_position(model, ids)),
-        "logit lens (13 rows x 128 positions)": lambda: probes.logit_lens(model, ids, tok),
+        f"logit lens ({cfg.n_layers + 1} rows x {len(ids)} positions)": lambda: probes.logit_lens(model, ids, tok),
         f"sample {new} new tokens (KV cache)": lambda: generate(model, tok, prompt, SampleConfig(
             max_new_tokens=new, temperature=1.0, seed=0)),
         "one head zero-ablated (one forward)": lambda: probes.ablation_loss(model, ids, [(0, 0)]),
     }
     out = {"config": big, "n_params": sum(p.numel() for p in model.parameters()), "prompt_tokens": len(ids),
-           "build_s": build_s, "new_tokens": new, "heads_json_bytes": heads_page(), "pages": {}}
+           "build_s": build_s, "new_tokens": new, "heads_json_bytes": heads_page(), "pages": {}, "cpu_s": {}}
     n = 2 if args.quick else 3
     threads = torch.get_num_threads()
     for label, t in (("threads", threads), ("1 thread", 1)):
         torch.set_num_threads(t)
         out["pages"][label] = {name: summary(repeat(fn, n)) for name, fn in timings.items()}
+    # On a shared machine wall time grows with the neighbours' load; one thread's CPU seconds do not
+    # (much): they are what the page would take on an idle core.
+    torch.set_num_threads(1)
+    for name, fn in timings.items():
+        t0 = time.process_time()
+        fn()
+        out["cpu_s"][name] = time.process_time() - t0
     torch.set_num_threads(threads)
+    out["loadavg"] = list(os.getloadavg())
     out["threads"] = threads
     return out
 
@@ -416,6 +424,7 @@ def report(res: dict) -> str:
             for name, s in rows.items():
                 lines.append(f"  {name + ' (' + (str(b['threads']) if label == 'threads' else '1') + ' thr)':<62}"
                              f"{fmt(s, 1, 2):>20}")
+        lines += [f"  {name + ' (CPU s, 1 thread)':<62}{b['cpu_s'][name]:>20.2f}" for name in b["cpu_s"]]
     if res.get("history"):
         lines += ["", history_bench.report(res["history"])]
     lines += ["", "peak RSS MB: " + ", ".join(

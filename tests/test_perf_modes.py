@@ -108,3 +108,4 @@ def test_benchmark_quick_run_writes_every_section(tmp_path):
     assert lab["tinyviz"]["tokens_per_s"]["median"] > 0 and lab["reference"]["tokens_per_s"]["median"] > 0
     assert res["inspection"]["generation"]["same_text"]
     assert all("peak_rss_mb" in v for v in res["memory"].values()), res["memory"]
+    assert res["gpt2_small"]["pages"]["1 thread"] and all(v > 0 for v in res["gpt2_small"]["cpu_s"].values())
