@@ -20,6 +20,7 @@ ABLATIONS = [
     dict(norm_position="post"),
     dict(residual=False),
     dict(mlp="relu"),
+    dict(mlp="gelu_tanh"),
     dict(mlp="swiglu"),
     dict(tie_embeddings=False),
     dict(init="pytorch_default"),
@@ -277,3 +278,39 @@ def test_rope_matches_the_complex_rotation_of_llama():
         pairs = torch.complex(x[..., : d // 2].double(), x[..., d // 2 :].double())
         z = pairs * torch.polar(torch.ones_like(angle), angle)
         torch.testing.assert_close(got, torch.cat([z.real, z.imag], -1).float(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mlp", ["relu", "gelu", "gelu_tanh", "swiglu"])
+def test_each_mlp_computes_its_formula(mlp):
+    block = make(mlp=mlp).blocks[0].mlp
+    x = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(0))
+    up = block.W_in(x)
+    hidden = {"relu": lambda: F.relu(up), "gelu": lambda: F.gelu(up),
+              "gelu_tanh": lambda: F.gelu(up, approximate="tanh"),
+              "swiglu": lambda: F.silu(block.W_gate(x)) * up}[mlp]()  # SwiGLU: silu(x W_gate) * (x W_in)
+    torch.testing.assert_close(block(x), block.W_out(hidden))
+
+
+def test_post_ln_unembeds_the_last_blocks_output_and_pre_ln_normalises_it_first():
+    x = tokens()
+    _, post = make(norm_position="post").run_with_cache(x, names=["hook_final", "blocks.1.hook_resid_post"])
+    assert torch.equal(post["hook_final"], post["blocks.1.hook_resid_post"])  # no second norm after the block's
+    pre_model = make()
+    _, pre = pre_model.run_with_cache(x, names=["hook_final", "blocks.1.hook_resid_post"])
+    torch.testing.assert_close(pre["hook_final"], pre_model.ln_final(pre["blocks.1.hook_resid_post"]))
+
+
+def test_gpt_init_zeroes_every_bias():
+    biases = [(n, p) for n, p in make().named_parameters() if n.endswith(".bias")]
+    assert biases and all(torch.equal(p, torch.zeros_like(p)) for _, p in biases)
+
+
+def test_too_long_input_is_one_sentence():
+    model = make()
+    with pytest.raises(ValueError) as err:
+        model(torch.zeros(1, 25, dtype=torch.long))
+    assert str(err.value) == "25 positions do not fit the context of n_ctx=24; crop the input."
+    cache = KVCache(model.cfg, 1)
+    model(torch.zeros(1, 20, dtype=torch.long), kv_cache=cache)
+    with pytest.raises(ValueError, match="^25 positions do not fit"):  # 20 cached + 5 new
+        model(torch.zeros(1, 5, dtype=torch.long), kv_cache=cache)

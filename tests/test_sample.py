@@ -115,6 +115,11 @@ def test_next_token_probs_is_the_renormalised_softmax_of_the_kept_tokens(cfg, ke
     torch.testing.assert_close(next_token_probs(L5, cfg), kept(L5, keep, cfg.temperature))
 
 
+def test_top_p_drops_a_token_once_the_ones_before_it_reach_top_p_exactly():
+    p = next_token_probs(torch.tensor([0.0, 0.0]), SampleConfig(top_p=0.5))  # 0.5 each: the first is enough
+    assert (p > 0).sum() == 1 and p.max() == 1.0
+
+
 def test_top_p_one_and_top_k_zero_keep_even_a_vanishing_token():
     # 30 nats apart: the cumulative sum reaches 1.0 in float32 before the last tokens
     logits = torch.tensor([30.0, 0.0, 0.0])

@@ -165,3 +165,27 @@ def test_bfloat16_mode_runs_the_forward_pass_in_bfloat16(tiny_cfg):
         m = trainer.step()
     assert seen == [torch.bfloat16] and math.isfinite(m.loss)
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # the weights stay float32
+
+
+def test_device_auto_picks_cuda_then_mps_then_cpu(monkeypatch):
+    from tinyviz.training.trainer import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert pick_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError) as err:
+        pick_device("cuda")
+    assert str(err.value) == "device='cuda' was asked for but no CUDA GPU is available; use device=cpu or auto."
+    with pytest.raises(ValueError) as err:
+        pick_device("mps")
+    assert str(err.value) == "device='mps' was asked for but Apple MPS is not available; use device=cpu or auto."
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert pick_device("auto") == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto") == torch.device("cuda")
+
+
+def test_compile_mode_trains_through_the_compiled_model(tiny_cfg):
+    # construction only: torch.compile compiles on the first call (tests/test_perf_modes.py trains it)
+    trainer = make_trainer(apply_overrides(tiny_cfg, ["compile=true"]))
+    assert trainer.forward is not trainer.model and trainer.forward._orig_mod is trainer.model
