@@ -4,9 +4,10 @@ import pytest
 import torch
 from conftest import TINY
 
-from tinyviz.config import SampleConfig, apply_overrides, preset
-from tinyviz.data.text import UnknownCharactersError
+from tinyviz.config import ModelConfig, SampleConfig, apply_overrides, preset
+from tinyviz.data.text import CharTokenizer, UnknownCharactersError
 from tinyviz.model.sampling import generate, next_token_probs
+from tinyviz.model.transformer import Transformer
 from tinyviz.training.runs import Run
 from tinyviz.training.session import TrainingSession
 
@@ -150,3 +151,64 @@ def test_bad_prompts_give_sentences(trained):
     assert str(err.value) == "the prompt is empty; type at least one character to start from."
     with pytest.raises(ValueError, match="larger than the vocabulary"):
         generate(model, tok, "a", SampleConfig(max_new_tokens=5, top_k=10_000))
+
+
+def test_each_step_reports_the_drawn_tokens_probability_and_the_top_candidates(trained):
+    model, tok = trained
+    cfg = SampleConfig(max_new_tokens=12, temperature=0.9, top_k=6, n_candidates=4, seed=2)
+    result = generate(model, tok, "Once upon a time", cfg)
+    assert len(result.steps) == 12 and result.text == tok.decode([s.token for s in result.steps])
+    ids = tok.encode("Once upon a time")
+    with torch.no_grad():
+        for i, step in enumerate(result.steps):
+            logits = model(torch.tensor([ids + [s.token for s in result.steps[:i]]]))[0, -1]
+            probs = next_token_probs(logits, cfg)
+            assert step.prob == pytest.approx(float(probs[step.token]), abs=1e-5)
+            top = probs.topk(4)
+            assert [c for c, _ in step.candidates] == [tok.token_str(int(j)) for j in top.indices]
+            assert [p for _, p in step.candidates] == pytest.approx(top.values.tolist(), abs=1e-5)
+    greedy = generate(model, tok, "Once upon a time", SampleConfig(max_new_tokens=5, temperature=0))
+    assert all(s.candidates[0][0] == tok.token_str(s.token) for s in greedy.steps)  # greedy takes the top one
+
+
+def test_generation_restores_the_models_mode_and_allows_top_k_equal_to_the_vocabulary(trained):
+    model, tok = trained
+    vocab = model.cfg.d_vocab
+    model.train()
+    try:
+        assert len(generate(model, tok, "Once", SampleConfig(max_new_tokens=3, top_k=vocab)).steps) == 3
+        assert model.training
+    finally:
+        model.eval()
+    generate(model, tok, "Once", SampleConfig(max_new_tokens=3))
+    assert not model.training
+    with pytest.raises(ValueError) as err:
+        generate(model, tok, "Once", SampleConfig(max_new_tokens=3, top_k=vocab + 1))
+    assert str(err.value) == (f"top_k={vocab + 1} is larger than the vocabulary ({vocab} tokens); "
+                              f"use 0 (off) to {vocab}.")
+
+
+def test_cached_decoding_feeds_one_token_and_a_full_context_keeps_its_last_three_quarters(trained):
+    model, tok = trained
+    lengths = []
+    hook = model.register_forward_pre_hook(lambda m, args, kwargs: lengths.append(args[0].shape[1]), with_kwargs=True)
+    try:
+        generate(model, tok, "Once upon", SampleConfig(max_new_tokens=130, temperature=0))
+    finally:
+        hook.remove()
+    prompt = len(tok.encode("Once upon"))  # 9 tokens, then one forward per new token
+    shift = 128 - prompt + 1  # the token that overflows n_ctx=128 makes the window jump
+    assert lengths[0] == prompt and set(lengths[1:shift]) == {1}
+    assert lengths[shift] == 96 and set(lengths[shift + 1:]) == {1}  # 3/4 of n_ctx re-read once, then cached
+
+
+def test_a_non_causal_model_samples_the_same_with_or_without_the_cache_flag():
+    # its earlier positions see later ones, so the sampler must not reuse cached keys
+    tok = CharTokenizer(list("abcdefgh "))
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(d_vocab=tok.vocab_size, n_layers=2, n_heads=2, d_model=32, n_ctx=32,
+                                    causal=False, init="pytorch_default")).eval()
+    cfg = SampleConfig(max_new_tokens=20, seed=5)
+    a = generate(model, tok, "abc", cfg, use_cache=True)
+    b = generate(model, tok, "abc", cfg, use_cache=False)
+    assert [s.prob for s in a.steps] == pytest.approx([s.prob for s in b.steps], abs=1e-6)
