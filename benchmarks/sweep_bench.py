@@ -30,47 +30,66 @@ from tinyviz.experiments.sweep import grid_sweep, run_sweep
 GRID = ["lr=1e-3,2e-3,3e-3", "n_layers=1,2"]  # 6 cells x 2 seeds = 12 runs
 
 
-def _descendants_rss(root: int) -> int:
-    """Resident bytes of every process below root (not root itself)."""
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(root: int) -> dict[int, tuple[int, float]]:
+    """pid -> (resident bytes, CPU seconds so far) of every process below root (not root itself)."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
+    info: dict[int, tuple[int, float]] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         with contextlib.suppress(OSError, ValueError, IndexError):
             fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
             children.setdefault(int(fields[1]), []).append(int(proc.name))
-            rss[int(proc.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-    total, stack = 0, list(children.get(root, []))
+            info[int(proc.name)] = (int(fields[21]) * os.sysconf("SC_PAGE_SIZE"),
+                                    (int(fields[11]) + int(fields[12])) / TICK)
+    out, stack = {}, list(children.get(root, []))
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
+        if pid in info:
+            out[pid] = info[pid]
         stack += children.get(pid, [])
-    return total
+    return out
 
 
-class PeakMemory:
+class Usage:
+    """Peak resident memory of the driver's descendants, and the CPU seconds the driver and its descendants
+    spend inside the block (a process alive before it, a Ray daemon say, counts from the block's start).
+    Sampled every 0.5 s, so a process's last half second before it exits may be missed."""
+
     def __init__(self):
-        self.peak, self._stop = 0, threading.Event()
+        self.peak, self.cpu0, self.cpu = 0, {}, {}
+        self._stop = threading.Event()
         self._t = threading.Thread(target=self._poll, daemon=True)
 
-    def _poll(self):
+    def _sample(self) -> None:
+        d = _descendants(os.getpid())
+        self.peak = max(self.peak, sum(rss for rss, _ in d.values()))
+        for pid, (_, cpu) in d.items():
+            self.cpu[pid] = max(self.cpu.get(pid, 0.0), cpu)
+
+    def _poll(self) -> None:
         while not self._stop.wait(0.5):
-            self.peak = max(self.peak, _descendants_rss(os.getpid()))
+            self._sample()
 
     def __enter__(self):
+        self.cpu0 = {pid: cpu for pid, (_, cpu) in _descendants(os.getpid()).items()}
+        self.self0 = time.process_time()
         self._t.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
         self._t.join()
+        self.cpu_s = time.process_time() - self.self0 + sum(c - self.cpu0.get(p, 0.0) for p, c in self.cpu.items())
 
 
 def _run(name: str, executor, steps: int, root: Path) -> dict:
     sw = grid_sweep("micro", GRID, seeds=2, steps=steps)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    with PeakMemory() as mem:
+    with Usage() as mem:
         t0 = time.perf_counter()
         res = run_sweep(sw, root / name.replace(" ", "-"), executor, images=False, report=True, sample_tokens=20)
         wall = time.perf_counter() - t0
@@ -78,10 +97,10 @@ def _run(name: str, executor, steps: int, root: Path) -> dict:
     driver = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(f"{name:>12} ({steps} steps): {wall:7.1f} s wall, {len(res.runs) * 60 / wall:6.2f} runs/min; peak RSS of "
           f"its child processes {mem.peak / 2**20:5.0f} MiB, driver max RSS {driver / 2**20:5.0f} MiB "
-          f"(was {rss0 / 2**20:.0f}); load {os.getloadavg()[0]:.1f}", flush=True)
+          f"(was {rss0 / 2**20:.0f}); {mem.cpu_s:.0f} CPU s; load {os.getloadavg()[0]:.1f}", flush=True)
     shutil.rmtree(res.out)
     return {"wall_s": wall, "runs": len(res.runs), "children_peak_rss_mib": mem.peak / 2**20,
-            "driver_max_rss_mib": driver / 2**20, "load_1min": os.getloadavg()[0], "curves": curves}
+            "driver_max_rss_mib": driver / 2**20, "cpu_s": mem.cpu_s, "load_1min": os.getloadavg()[0], "curves": curves}
 
 
 def main(argv=None) -> int:
@@ -113,6 +132,7 @@ def main(argv=None) -> int:
     modes = [("sequential", LocalExecutor(1)), (f"pool x{args.workers}", LocalExecutor(args.workers))]
     modes += [("ray local", ray_ex)] if ray_ex else []
     walls: dict[str, list[float]] = {m: [] for m, _ in modes}
+    cpus: dict[str, list[float]] = {m: [] for m, _ in modes}
     identical: dict[str, bool] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
@@ -125,6 +145,7 @@ def main(argv=None) -> int:
                     reference = reference or r["curves"]
                     identical[name] = identical.get(name, True) and r["curves"] == reference
                     walls[name].append(r["wall_s"])
+                    cpus[name].append(r["cpu_s"])
                     row[name] = {k: v for k, v in r.items() if k != "curves"}
                 out["rounds"].append(row)
             # overhead: the same 12 runs at 2 steps each, where training is negligible
@@ -135,6 +156,16 @@ def main(argv=None) -> int:
     seq = sum(walls["sequential"])
     out["throughput_vs_sequential"] = {m: seq / sum(w) for m, w in walls.items()}
     out["identical_curves"] = identical
+    # On a shared machine the wall ratio measures the other tenants (Linux autogroup splits the CPU between
+    # sessions, so two workers get no more than one): CPU seconds say what the same sweep costs, and, if each
+    # worker had its own idle core, the pool's throughput would be about workers x CPU(sequential) / CPU(mode).
+    cpu_seq = sum(cpus["sequential"])
+    out["cpu_s"] = {m: sum(c) / len(c) for m, c in cpus.items()}
+    out["idle_estimate_vs_sequential"] = {m: (1 if m == "sequential" else args.workers) * cpu_seq / sum(c)
+                                          for m, c in cpus.items()}
+    print("CPU seconds per sweep: " + ", ".join(f"{m} {c:.0f}" for m, c in out["cpu_s"].items())
+          + "; throughput on idle cores, estimated from them: " + ", ".join(
+              f"{m} {r:.2f}x" for m, r in out["idle_estimate_vs_sequential"].items()))
     out["two_step_runs_wall_s"] = over
     print("throughput vs sequential (summed over rounds): " + ", ".join(
         f"{m} {r:.2f}x" for m, r in out["throughput_vs_sequential"].items()))

@@ -1,9 +1,12 @@
-"""A sweep on a real two-node Ray cluster on this machine (loopback only): runs land on both nodes, the curves
-are byte-identical to the local executor's, and a worker killed mid-sweep changes nothing.
+"""A sweep on a real two-node Ray cluster on this machine: runs land on both nodes, the curves are byte-identical
+to the local executor's, and a worker killed mid-sweep changes nothing.
 
 The cluster is `ray start --head --num-cpus 1` plus a second `ray start --address ... --num-cpus 1`, each with
-its own ports and a private temp dir. It is stopped by killing the processes that name that temp dir, not by
-`ray stop`, which would stop every Ray process of this user on the machine (other people's clusters too).
+its own ports and a private temp dir, both asked for --node-ip-address 127.0.0.1. (Ray 2.60 replaces a loopback
+address with the machine's own one, ray._private.services.resolve_ip_for_localhost, so the nodes advertise this
+machine's address; the one switch that keeps Ray on loopback, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, refuses a
+second node.) It is stopped by killing the processes that name that temp dir, not by `ray stop`, which would
+stop every Ray process of this user on the machine (other people's clusters too).
 """
 
 from __future__ import annotations
@@ -106,7 +109,7 @@ def cluster():
                     *workers(a[8:20])], env)
         _ray_start(["--address", address, "--node-manager-port", str(nm2), "--object-manager-port", str(om2),
                     *agents(a[4:8]), *workers(a[20:32])], env)
-        yield address
+        yield address, tmp
     finally:
         for k, v in SAVED_AUTH.items():
             if v is None:
@@ -133,7 +136,7 @@ def _local(tmp_path, steps: int) -> bytes:
 
 
 def test_four_runs_land_on_both_nodes_with_the_local_numbers(cluster, tmp_path):
-    ex = RayExecutor(cluster, shared=False)  # no shared folder: every run's files travel back to the driver
+    ex = RayExecutor(cluster[0], shared=False)  # no shared folder: every run's files travel back to the driver
     try:
         assert "2 node(s), 2 CPU(s)" in ex.describe()
         res = run_sweep(_sweep(8), tmp_path / "ray", ex, images=False, sample_tokens=4)
@@ -147,7 +150,8 @@ def test_four_runs_land_on_both_nodes_with_the_local_numbers(cluster, tmp_path):
 
 
 def test_a_worker_killed_mid_sweep_is_retried_with_identical_numbers(cluster, tmp_path):
-    ex = RayExecutor(cluster)  # one machine: the nodes see --out and write the runs in place
+    address, tmp = cluster
+    ex = RayExecutor(address)  # one machine: the nodes see --out and write the runs in place
     killed: list[int] = []
     result: dict = {}
 
@@ -162,7 +166,8 @@ def test_a_worker_killed_mid_sweep_is_retried_with_identical_numbers(cluster, tm
     try:
         deadline = time.time() + 180
         while not killed and t.is_alive() and time.time() < deadline:
-            busy = _pids_naming("ray::_ray_train")
+            ours = set(_pids_naming(tmp))  # this cluster's processes only, never another Ray's on the machine
+            busy = [pid for pid in _pids_naming("ray::_ray_train") if pid in ours]
             # wait until the run has written a few steps, so the kill lands mid-training
             started = [p for p in (tmp_path / "ray").glob("*-seed*/metrics.jsonl") if p.stat().st_size > 0]
             if busy and started:
@@ -184,7 +189,7 @@ def test_ablate_runs_on_the_cluster_from_the_command_line(cluster, tmp_path, cap
 
     out = tmp_path / "tying"
     assert main(["ablate", "tying", "--seeds", "1", "--steps", "4", *[a for s in TINY for a in ("--set", s)],
-                 "--out", str(out), "--executor", "ray", "--ray-address", cluster]) == 0
+                 "--out", str(out), "--executor", "ray", "--ray-address", cluster[0]]) == 0
     err = capsys.readouterr().err
     assert "executor: Ray, 2 node(s)" in err and "tying:" in err
     assert (out / "summary.md").exists() and (out / "results.csv").read_text().count("\n") == 3
