@@ -131,7 +131,7 @@ def test_the_train_page_offers_resume_for_a_run_whose_server_died(killed, tmp_pa
         at.button(key=control_key("resume", run_id)).click().run()
         job = registry().get(run_id)
         assert job is not None
-        job.thread.join(180)
+        job.proc.wait(180)  # the registry trains each run in a child process
         assert Run.open(root / "a").state()["status"] == "done"
     finally:
         registry().stop_all()
