@@ -376,6 +376,13 @@ def test_missing_tokenizer_says_what_to_pass_and_downloads_nothing(tmp_path, cap
     err = _refused(capsys, tmp_path, _import(tmp_path / "ckpt.pt", tmp_path / "run"), "--tokenizer", "tokenizer.json",
                    "50304")
     assert "downloads nothing" in err
+    # with GPT-2's 50257-token tokenizer.json the 47 padding rows of nanoGPT's 50304 are accepted and said
+    word_tokenizer(50257).save(str(tmp_path / "gpt2-tokenizer.json"))
+    assert _import(tmp_path / "ckpt.pt", tmp_path / "run", "--tokenizer", tmp_path / "gpt2-tokenizer.json") == 0
+    assert "47 padding rows" in capsys.readouterr().err
+    run = Run.open(tmp_path / "run")
+    assert run.config.model.d_vocab == 50304 and run.tokenizer().token_str(50300) == "<unused 50300>"
+    shutil.rmtree(tmp_path / "run")
     save_hf(llama(), tmp_path / "hf", with_tokenizer=False)
     _refused(capsys, tmp_path, _import(tmp_path / "hf", tmp_path / "run"), "tokenizer.json", "--tokenizer")
 
