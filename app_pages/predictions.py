@@ -39,12 +39,24 @@ widgets.chart(plots.token_loss_bars(tokens, losses, run.name, step),
 
 st.subheader(f"Top-{k} next tokens at each position")
 top_labels = [[tok.token_str(int(i)) for i in row] for row in top_ids]
-widgets.chart(plots.predictions_heatmap(tokens, top_labels, top_probs, run.name, step),
+start = 0
+if len(tokens) > plots.PRED_COLUMNS:  # more columns than fit readably: a window over the positions
+    if state.get(state.PRED_START, 0) > len(tokens) - plots.PRED_COLUMNS:  # a shorter prompt than before
+        state.put(state.PRED_START, len(tokens) - plots.PRED_COLUMNS)
+    start = st.slider("First position shown", 0, len(tokens) - plots.PRED_COLUMNS, key=state.PRED_START,
+                      help=f"the chart shows {plots.PRED_COLUMNS} positions at a time, so each token stays readable")
+st.caption("What to look for: where the right next token is rank #1 (dark cell), the model is sure and right; "
+           "a flat column is a position the model cannot predict from what came before.")
+widgets.chart(plots.predictions_heatmap(tokens, top_labels, top_probs, run.name, step, start=start),
               plots.title(run.name, f"top-{k} predictions", f"step {step}"), key="pred_topk")
 
 st.subheader("Logit lens")
 st.caption("The residual stream after each layer, read out with the model's own unembedding: where in the "
            "network does the final guess appear?")
+if cfg.tie_embeddings:
+    st.caption("The **embed** row reads the token embeddings straight out through the same matrix (the embeddings "
+               "are tied), so its top guess is mostly the current token itself: nothing has been computed yet. "
+               "What the layers add shows in the rows below it.")
 lens = probes.logit_lens(model, ids, tok)
 widgets.chart(plots.logit_lens_heatmap(lens, tokens, run.name, step),
               plots.title(run.name, "logit lens", f"step {step}"), key="pred_lens")

@@ -156,13 +156,28 @@ def measure(preset: str = "induction", steps: int = 600, timeout: float = 600, c
     return res
 
 
+def report(res: dict) -> str:
+    """One paragraph for the benchmark's report."""
+    if "skipped" in res:
+        return f"app vs CLI: skipped ({res['skipped']})"
+    cli, app = res["cli"], res["app"]
+    ratio = f"{res['ratio']:.2f}x" if "ratio" in res else "n/a"
+    return (f"app vs CLI, {res['preset']} {res['steps']} steps, Train page open in Chromium: app "
+            f"{app['steps_per_s'] or 0:.1f} steps/s vs CLI {cli['steps_per_s'] or 0:.1f} = {ratio}; per-step "
+            f"tokens/s median app {app['median_tokens_per_s']:,.0f} vs CLI {cli['median_tokens_per_s']:,.0f}; steps "
+            f"slower than 0.7x the median: app {app['dips']:.1%}, CLI {cli['dips']:.1%}; load "
+            f"{res['load_before'][0]:.1f} -> {res['load_after'][0]:.1f}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.app_speed", description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="induction")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--closed", action="store_true", help="also time the app with the page closed")
     args = p.parse_args(argv)
-    print(json.dumps(measure(args.preset, args.steps, closed=args.closed), indent=2))
+    res = measure(args.preset, args.steps, closed=args.closed)
+    print(json.dumps(res, indent=2))
+    print(report(res))
     return 0
 
 

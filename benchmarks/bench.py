@@ -20,7 +20,9 @@ the CPU for a while slows both sides alike. Sections:
    page computes on a 128-token prompt (Heads, Predictions, logit lens, Sample), 2 threads and 1;
 8. weights history (benchmarks/history_bench.py): bytes per run per preset, its share of a lab run's
    training time, the Dynamics views' first computation on a 3,000-step run, and the step control's
-   page redraw.
+   page redraw;
+9. app vs CLI (benchmarks/app_speed.py): the same preset trained by the CLI and by the real app with the
+   Train page open in headless Chromium, steps/s of wall clock; skipped with the reason without Chromium.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import history_bench
+from benchmarks import app_speed, history_bench
 from benchmarks.reference import RefTrainer
 from tinyviz.analysis import probes
 from tinyviz.config import (
@@ -427,6 +429,7 @@ def report(res: dict) -> str:
         lines += [f"  {name + ' (CPU s, 1 thread)':<62}{b['cpu_s'][name]:>20.2f}" for name in b["cpu_s"]]
     if res.get("history"):
         lines += ["", history_bench.report(res["history"])]
+    lines += ["", app_speed.report(res.get("app") or {"skipped": "not run"})]
     lines += ["", "peak RSS MB: " + ", ".join(
         f"{k} {v['peak_rss_mb']:.0f}" if "peak_rss_mb" in v else f"{k} failed: {v.get('error')}"
         for k, v in res["memory"].items())]
@@ -444,7 +447,10 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 leaves torch's default)")
     p.add_argument("--demo", default="checkpoints/demo")
     p.add_argument("--skip", default="",
-                   help="comma-separated sections to skip: training,inspection,interaction,memory,gpt2_small,history")
+                   help="comma-separated sections to skip: "
+                        "training,inspection,interaction,memory,gpt2_small,history,app")
+    p.add_argument("--app-preset", default="induction", help="the preset the app section trains in the app and CLI")
+    p.add_argument("--app-steps", type=int, default=600)
     p.add_argument("--child-train"), p.add_argument("--child-steps", type=int, default=10)
     p.add_argument("--child-baseline", action="store_true")
     args = p.parse_args(argv)
@@ -470,6 +476,9 @@ def main(argv=None) -> int:
         "memory": lambda tmp: bench_memory(args, tmp, presets),
         "gpt2_small": lambda tmp: bench_big(args, tmp),
         "history": lambda tmp: history_bench.run_all(args.quick, Path(args.demo)),
+        # the real app (server + headless Chromium, Train page open) against the CLI; minutes, so not in --quick
+        "app": lambda tmp: ({"skipped": "--quick (the app section trains a preset twice)"} if args.quick
+                            else app_speed.measure(args.app_preset, args.app_steps)),
     }
     res["section_s"] = {}
     with tempfile.TemporaryDirectory(prefix="tinyviz-bench-") as d:

@@ -34,7 +34,9 @@ def title(*parts) -> str:
 
 def _layout(fig: go.Figure, text: str, **kw) -> go.Figure:
     kw.setdefault("margin", dict(l=60, r=20, t=60, b=50))
-    fig.update_layout(template=TEMPLATE, title=dict(text=text, x=0, xanchor="left", font_size=15), **kw)
+    # the title sits 28 px down, below the toolbar (which appears at the top right on hover) instead of under it
+    fig.update_layout(template=TEMPLATE, title=dict(text=text, x=0, xanchor="left", font_size=15, yref="container",
+                                                    y=1, yanchor="top", pad=dict(t=28)), **kw)
     return fig
 
 
@@ -187,6 +189,9 @@ def activation_stats_bars(act_stats: list[dict], run: str, step: int | None = No
             height=320, barmode="group", legend=dict(orientation="h", y=-0.25))
     fig.update_yaxes(title_text="std", row=1, col=1)
     fig.update_yaxes(title_text="fraction", range=[0, 1], row=1, col=2)
+    if act_stats and all(s["mlp_dead_frac"] == 0 for s in act_stats):  # zero-height bars read as a blank chart
+        fig.add_annotation(text="none: every MLP unit fires on this prompt", x=0.5, y=0.5, xref="x2 domain",
+                           yref="y2 domain", showarrow=False, font=dict(size=13, color="#555"))
     return fig
 
 
@@ -354,24 +359,33 @@ def ablation_bars(deltas: np.ndarray, run: str, step: int | None = None) -> go.F
 
 # -- predictions ------------------------------------------------------------------------------
 
+PRED_COLUMNS = 32  # positions the top-k heatmap shows at once: enough room for each cell's token to be read
+
+
 def predictions_heatmap(tokens: Sequence[str], top_tokens: list[list[str]], top_probs: np.ndarray,
-                        run: str, step: int | None = None) -> go.Figure:
-    """For each position (columns), the k likeliest next tokens (rows, best first) written in cells."""
+                        run: str, step: int | None = None, start: int = 0,
+                        width: int | None = PRED_COLUMNS) -> go.Figure:
+    """For each position (columns), the k likeliest next tokens (rows, best first) written in cells; only
+    positions start .. start+width-1 (all when width is None), so each cell's text stays readable."""
     probs = np.asarray(top_probs, dtype=float)  # [T, k]
     _check_labels(tokens, probs.shape[0], "the predictions")
     T, k = probs.shape
     nxt = [tokens[i + 1] if i + 1 < T else "(end)" for i in range(T)]
+    start = max(0, min(start, T - 1))
+    cols = list(range(start, T if width is None else min(T, start + width)))
     fig = go.Figure(go.Heatmap(
-        z=probs.T, x=list(range(T)), y=[f"#{r + 1}" for r in range(k)], colorscale=PROB_SCALE, zmin=0, zmax=1,
-        text=np.array(top_tokens, dtype=object).T, texttemplate="%{text}", textfont_size=11,
-        customdata=[[[f"{i} {tokens[i]!r}", nxt[i]] for i in range(T)] for _ in range(k)],
+        z=probs[cols].T, x=cols, y=[f"#{r + 1}" for r in range(k)], colorscale=PROB_SCALE, zmin=0, zmax=1,
+        text=np.array(top_tokens, dtype=object)[cols].T, texttemplate="%{text}", textfont_size=12,
+        customdata=[[[f"{i} {tokens[i]!r}", nxt[i]] for i in cols] for _ in range(k)],
         colorbar=dict(title="probability"),
         hovertemplate="after %{customdata[0]}<br>%{y}: %{text!r} p=%{z:.3f}<br>actual next %{customdata[1]}"
                       "<extra></extra>",
     ))
-    _layout(fig, title(f"Top-{k} next-token predictions", run, step is not None and f"step {step}"),
-            height=140 + 34 * k,
-            xaxis=dict(title="position (current token)", **_token_axis(tokens)), yaxis_title="rank")
+    shown = "" if len(cols) == T else f"positions {cols[0]}-{cols[-1]} of {T}"
+    axis = _token_axis([tokens[i] for i in cols])
+    axis["tickvals"] = [cols[v] for v in axis["tickvals"]]
+    _layout(fig, title(f"Top-{k} next-token predictions", run, step is not None and f"step {step}", shown),
+            height=140 + 34 * k, xaxis=dict(title="position (current token)", **axis), yaxis_title="rank")
     fig.update_yaxes(autorange="reversed")
     return fig
 

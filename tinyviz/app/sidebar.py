@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from tinyviz.analysis import export
-from tinyviz.app import loaders, state
+from tinyviz.app import bundle_store, loaders, state
 from tinyviz.app.registry import live_fragment, registry
 from tinyviz.app.uploads import UploadError, extract_run_zip, import_server_model, import_uploaded_model
 from tinyviz.training.runs import Run, RunError
@@ -230,11 +230,14 @@ def run_picker(ids: list[str], current: str | None) -> None:
 
 def bundle_box() -> None:
     """The figures collected with 'Add to bundle', and a zip of them with CSVs and the run's config."""
-    items = state.get(state.BUNDLE, {})
+    items = state.get(state.BUNDLE)
+    if items is None:  # a new session (a reload, another tab): the bundle kept on disk
+        items = bundle_store.load()
+        state.put(state.BUNDLE, items)
     with st.sidebar:
         st.markdown("### Write-up bundle")
         if not items:
-            st.caption("Add figures with their **Add to bundle** button; download them here as one zip "
+            st.caption("Add figures with the **Bundle** button under each chart; download them here as one zip "
                        "(PNG, SVG, HTML, CSV and the run's config.json).")
             return
         for name in items:
@@ -245,6 +248,7 @@ def bundle_box() -> None:
                 config = _current_config()
                 state.put(state.BUNDLE_ZIP, export.bundle([(n, f, d) for n, (f, d) in items.items()], config))
         if c2.button("Clear", key="bundle_clear"):
+            bundle_store.clear()
             state.put(state.BUNDLE, {})
             state.put(state.BUNDLE_ZIP, None)
             st.rerun()

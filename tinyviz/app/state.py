@@ -37,6 +37,7 @@ HEADS_ABLATE_ALL = "heads_ablate_all"  # big models: the per-head ablation bars 
 # Predictions
 PRED_PROMPT = "pred_prompt"
 PRED_K = "pred_k"
+PRED_START = "pred_start"  # the first position the top-k heatmap shows
 
 # Sample
 SAMPLE_PROMPT = "sample_prompt"
@@ -82,7 +83,7 @@ SWEEP_FOLDER = "sweep_folder"  # the sweep folder opened on Compare (tinyviz/app
 SWEEP_CELLS = "sweep_cells"  # suffixed with the folder's name: the cells whose curves are drawn
 
 RUN_SCOPED = (STEP, DYN_TIMELINE, DYN_JUMP, DYN_A, DYN_B, DYN_PROMPT, REPORT_HTML,
-              HEADS_PROMPT, HEADS_STEP, HEADS_GRID, HEAD_LAYER, HEAD_HEAD, HEADS_ABLATE, PRED_PROMPT,
+              HEADS_PROMPT, HEADS_STEP, HEADS_GRID, HEAD_LAYER, HEAD_HEAD, HEADS_ABLATE, PRED_PROMPT, PRED_START,
               SAMPLE_PROMPT, SAMPLE_STEP, SAMPLE_TOP_K, COMPARE_PROMPT)
 
 

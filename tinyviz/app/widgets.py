@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from tinyviz.analysis import export
-from tinyviz.app import state
+from tinyviz.app import bundle_store, state
 from tinyviz.data.text import VISIBLE, UnknownCharactersError, visible
 
 
@@ -65,6 +65,7 @@ def smoothing(key: str, container=st) -> float:
 
 
 def _add_to_bundle(name: str, fig: go.Figure, df: pd.DataFrame | None) -> None:
+    bundle_store.add(name, fig, df)  # on disk too, so the bundle survives a reload
     bundle = dict(state.get(state.BUNDLE, {}))
     bundle[name] = (fig, df)
     state.put(state.BUNDLE, bundle)
@@ -72,13 +73,15 @@ def _add_to_bundle(name: str, fig: go.Figure, df: pd.DataFrame | None) -> None:
 
 
 def _shaded_html(labels: Sequence[str], shades: Sequence[tuple[tuple[int, int, int], float]],
-                 tips: Sequence[str]) -> str:
+                 tips: Sequence[str], highlight: int | None = None) -> str:
     """Tokens as spans on a background of (rgb, alpha) each, a tooltip each; a token ending in ⏎ also
-    breaks the line."""
+    breaks the line; token `highlight` is outlined (the one a chart below explains)."""
     spans = []
-    for label, ((r, g, b), alpha), tip in zip(labels, shades, tips):
+    for i, (label, ((r, g, b), alpha), tip) in enumerate(zip(labels, shades, tips)):
         ink = "#fff" if alpha > 0.6 else "inherit"
-        spans.append(f'<span title="{html.escape(tip)}" style="background: rgba({r},{g},{b},{alpha:.2f}); '
+        ring = "outline: 2px solid #0072B2; outline-offset: 1px; " if i == highlight else ""
+        mark = ' data-highlight="true"' if i == highlight else ""
+        spans.append(f'<span title="{html.escape(tip)}"{mark} style="{ring}background: rgba({r},{g},{b},{alpha:.2f}); '
                      f'color: {ink}; border-radius: 2px; white-space: pre-wrap">{html.escape(label)}</span>')
         if label.endswith(VISIBLE["\n"]):
             spans.append("<br>")
@@ -86,11 +89,11 @@ def _shaded_html(labels: Sequence[str], shades: Sequence[tuple[tuple[int, int, i
 
 
 def token_html(labels: Sequence[str], values: Sequence[float | None], tips: Sequence[str],
-               rgb: tuple[int, int, int], vmax: float = 1.0) -> str:
+               rgb: tuple[int, int, int], vmax: float = 1.0, highlight: int | None = None) -> str:
     """Tokens as spans shaded by value/vmax in colour rgb (none when the value is None), a tooltip each;
     a token ending in ⏎ also breaks the line."""
     alphas = [0.0 if v is None else 0.9 * max(0.0, min(1.0, v / vmax)) for v in values]
-    return _shaded_html(labels, [(rgb, a) for a in alphas], tips)
+    return _shaded_html(labels, [(rgb, a) for a in alphas], tips, highlight)
 
 
 def signed_token_html(labels: Sequence[str], values: Sequence[float | None], tips: Sequence[str],
