@@ -7,10 +7,16 @@ tokenizer and weights must load before its folder appears under the runs root.
 
 from __future__ import annotations
 
+import io
 import os
 import re
+import shutil
+import stat
+import struct
+import tempfile
+import zipfile
+import zlib
 from pathlib import Path
-from typing import Any
 
 from tinyviz.training.history import HISTORY
 from tinyviz.training.runs import (
@@ -41,8 +47,6 @@ def _is_junk(filename: str) -> bool:
 
 def _import_member_name(info, prefix: str) -> str | None:
     """The run-relative name of a zip entry (None for a folder entry), or RunError if it is not allowed."""
-    import stat
-
     raw = info.filename
     if "\\" in raw or raw.startswith("/") or re.match(r"^[A-Za-z]:", raw) or ".." in raw.split("/"):
         raise RunError(f"the zip entry {raw!r} points outside the run folder; the zip is not a tinyviz run "
@@ -77,81 +81,20 @@ def import_run_zip(source, root: Path, name: str | None = None, *, fallback_name
     while extracting), and a config, tokenizer or weights that do not load. The run folder only
     appears, by one rename, once all of that has passed.
     """
-    import io
-    import shutil
-    import struct
-    import tempfile
-    import zipfile
-    import zlib
-
-    if isinstance(source, (bytes, bytearray)):
-        source = io.BytesIO(source)
-    try:
-        zf = zipfile.ZipFile(source)
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise RunError(f"the file is not a readable zip archive ({e}); export the run again and retry.") from None
     root = Path(root)
-    with zf:
+    with _open_zip(source) as zf:
         infos = zf.infolist()
         if len(infos) > MAX_IMPORT_ENTRIES:
             raise RunError(f"the zip has {len(infos)} entries, more than a run ever holds ({MAX_IMPORT_ENTRIES}).")
-        files = [i for i in infos if not i.is_dir() and not _is_junk(i.filename)]
-        # A zip of the folder (``my-run/config.json``) or of its contents (``config.json``) both work.
-        tops = {i.filename.split("/", 1)[0] for i in infos if not _is_junk(i.filename)}
-        prefix = ""
-        if len(tops) == 1 and all("/" in i.filename for i in files):
-            top = tops.pop()
-            if f"{top}/{CONFIG}" in {i.filename for i in files}:
-                prefix = f"{top}/"
-        names: dict[str, Any] = {}
-        total = 0
-        for info in infos:
-            rel = _import_member_name(info, prefix)
-            if rel is None:
-                continue
-            if rel in names:
-                raise RunError(f"the zip holds {rel!r} twice; it was not made by tinyviz and was not imported.")
-            names[rel] = info
-            total += info.file_size
-            if info.file_size > MAX_IMPORT_BYTES or total > MAX_IMPORT_BYTES:
-                raise RunError(f"the zip unpacks to more than {MAX_IMPORT_BYTES / 1e6:g} MB, more than a tiny "
-                               "run needs; it was not imported.")
-            if info.file_size > 1_000_000 and info.file_size > MAX_COMPRESSION_RATIO * max(1, info.compress_size):
-                ratio = info.file_size // max(1, info.compress_size)
-                raise RunError(f"the zip entry {info.filename!r} expands {ratio} times, which is what a zip bomb "
-                               "does; it was not imported.")
-        if CONFIG not in names:
-            raise RunError("the zip has no config.json, so it is not a tinyviz run; export the run folder as a zip.")
-        name = check_run_name(name or (prefix.rstrip("/") if prefix else fallback_name))
-        target = root / name
-        for n in range(2, 1000):
-            if not (unique and target.exists()):
-                break
-            target = root / check_run_name(f"{name[:70]}-{n}")
-        name = target.name
-        if target.exists():
-            raise RunError(f"a run named {name!r} already exists; rename or delete it first, or import under "
-                           "another name.")
+        prefix = _run_prefix(infos)
+        members = _checked_members(infos, prefix)
+        target = _free_target(root, check_run_name(name or (prefix.rstrip("/") if prefix else fallback_name)), unique)
         root.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
-        tmp = scratch / name  # so any message about its files names the run, not the scratch folder
+        tmp = scratch / target.name  # so any message about its files names the run, not the scratch folder
         try:
-            written = 0
-            for rel, info in names.items():
-                dest = tmp / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(dest, "wb") as out:
-                    while chunk := src.read(1 << 20):
-                        written += len(chunk)
-                        if written > total:  # more bytes than the entries declared
-                            raise RunError("the zip holds more data than its entries declare; it was not imported.")
-                        out.write(chunk)
-            run = Run.open(tmp)
-            run.tokenizer()
-            if run.has_weights():
-                run.load_model()
-            else:
-                run.check_memory()
+            _extract(zf, members, tmp)
+            _check_loads(Run.open(tmp))
             os.replace(tmp, target)
         except RunError:
             raise
@@ -166,3 +109,83 @@ def import_run_zip(source, root: Path, name: str | None = None, *, fallback_name
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return Run.open(target)
+
+
+def _open_zip(source) -> zipfile.ZipFile:
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(source)
+    try:
+        return zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise RunError(f"the file is not a readable zip archive ({e}); export the run again and retry.") from None
+
+
+def _run_prefix(infos: list[zipfile.ZipInfo]) -> str:
+    """"my-run/" when the zip holds the folder (``my-run/config.json``), "" when it holds its contents."""
+    files = [i for i in infos if not i.is_dir() and not _is_junk(i.filename)]
+    tops = {i.filename.split("/", 1)[0] for i in infos if not _is_junk(i.filename)}
+    if len(tops) == 1 and all("/" in i.filename for i in files):
+        top = tops.pop()
+        if f"{top}/{CONFIG}" in {i.filename for i in files}:
+            return f"{top}/"
+    return ""
+
+
+def _checked_members(infos: list[zipfile.ZipInfo], prefix: str) -> dict[str, zipfile.ZipInfo]:
+    """Run-relative name -> entry of every file to extract, after the checks on names and declared sizes."""
+    members: dict[str, zipfile.ZipInfo] = {}
+    total = 0
+    for info in infos:
+        rel = _import_member_name(info, prefix)
+        if rel is None:
+            continue
+        if rel in members:
+            raise RunError(f"the zip holds {rel!r} twice; it was not made by tinyviz and was not imported.")
+        members[rel] = info
+        total += info.file_size
+        if info.file_size > MAX_IMPORT_BYTES or total > MAX_IMPORT_BYTES:
+            raise RunError(f"the zip unpacks to more than {MAX_IMPORT_BYTES / 1e6:g} MB, more than a tiny "
+                           "run needs; it was not imported.")
+        if info.file_size > 1_000_000 and info.file_size > MAX_COMPRESSION_RATIO * max(1, info.compress_size):
+            ratio = info.file_size // max(1, info.compress_size)
+            raise RunError(f"the zip entry {info.filename!r} expands {ratio} times, which is what a zip bomb "
+                           "does; it was not imported.")
+    if CONFIG not in members:
+        raise RunError("the zip has no config.json, so it is not a tinyviz run; export the run folder as a zip.")
+    return members
+
+
+def _free_target(root: Path, name: str, unique: bool) -> Path:
+    """root/name, or with unique the first free root/name-2, -3, ...; RunError when the name is taken."""
+    target = root / name
+    for n in range(2, 1000):
+        if not (unique and target.exists()):
+            break
+        target = root / check_run_name(f"{name[:70]}-{n}")
+    if target.exists():
+        raise RunError(f"a run named {target.name!r} already exists; rename or delete it first, or import under "
+                       "another name.")
+    return target
+
+
+def _extract(zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], dest: Path) -> None:
+    """Write the members under dest, counting the bytes: more than the entries declared is refused."""
+    declared, written = sum(info.file_size for info in members.values()), 0
+    for rel, info in members.items():
+        path = dest / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(info) as src, open(path, "wb") as out:
+            while chunk := src.read(1 << 20):
+                written += len(chunk)
+                if written > declared:
+                    raise RunError("the zip holds more data than its entries declare; it was not imported.")
+                out.write(chunk)
+
+
+def _check_loads(run: Run) -> None:
+    """The unpacked run's tokenizer and weights load (a run without weights must fit in memory)."""
+    run.tokenizer()
+    if run.has_weights():
+        run.load_model()
+    else:
+        run.check_memory()
