@@ -6,6 +6,7 @@ Bad input ends in one sentence on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -28,39 +29,52 @@ def build_config(args) -> RunConfig:
 
 
 def cmd_train(args) -> int:
-    from tqdm import tqdm
+    if args.resume and (args.set or args.preset_given):
+        return _fail("--resume continues a run with its own config; drop --preset and --set.")
+    out, stop = Path(args.out), threading.Event()
+    # from here on, so that a stop while the run loads (the app's Stop right after Start) is a clean stop too
+    previous = signal.signal(signal.SIGINT, _stop_handler(stop))
+    try:
+        session = _open_session(args, out)
+        cfg, trainer = session.run.config, session.trainer
+        print(f"{cfg.preset}: {trainer.model.n_params(non_embedding=False):,} parameters "
+              f"(decayed {trainer.n_decay:,}, not decayed {trainer.n_no_decay:,}), vocab {cfg.model.d_vocab}, "
+              f"corpus {cfg.data.corpus} -> {out}", file=sys.stderr)
+        with _progress_bar(session) as on_step:
+            status = session.train(stop=stop, on_step=on_step)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print(f"{_outcome(session, status)}; {session.trainer.elapsed:.1f} s of training. Run saved in {out}",
+          file=sys.stderr)
+    return _fail(session.message) if status == "failed" else 0
 
-    from tinyviz.training.session import TrainingSession
 
-    stop = threading.Event()
-
+def _stop_handler(stop: threading.Event):
+    """A SIGINT handler: the first Ctrl-C asks the session to stop after this step, the second aborts."""
     def on_sigint(signum, frame):
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
         print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)...", file=sys.stderr)
 
-    out = Path(args.out)
-    if args.resume and (args.set or args.preset_given):
-        return _fail("--resume continues a run with its own config; drop --preset and --set.")
-    # from here on, so that a stop while the run loads (the app's Stop right after Start) is a clean stop too
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        if args.resume:
-            session = TrainingSession.resume(out)
-        else:
-            session = TrainingSession.start(build_config(args), out, overwrite=args.overwrite)
-    except BaseException:
-        signal.signal(signal.SIGINT, previous)
-        raise
-    cfg = session.run.config
-    trainer = session.trainer
-    print(
-        f"{cfg.preset}: {trainer.model.n_params(non_embedding=False):,} parameters "
-        f"(decayed {trainer.n_decay:,}, not decayed {trainer.n_no_decay:,}), vocab {cfg.model.d_vocab}, "
-        f"corpus {cfg.data.corpus} -> {out}", file=sys.stderr,
-    )
-    bar = tqdm(total=cfg.train.steps, initial=session.step, unit="step", dynamic_ncols=True, file=sys.stderr)
+    return on_sigint
+
+
+def _open_session(args, out: Path):
+    from tinyviz.training.session import TrainingSession
+
+    if args.resume:
+        return TrainingSession.resume(out)
+    return TrainingSession.start(build_config(args), out, overwrite=args.overwrite)
+
+
+@contextlib.contextmanager
+def _progress_bar(session):
+    """A tqdm bar on stderr over the run's steps; yields the on_step callback that moves it."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=session.run.config.train.steps, initial=session.step, unit="step", dynamic_ncols=True,
+               file=sys.stderr)
     last_val = [None]
 
     def on_step(m):
@@ -73,21 +87,21 @@ def cmd_train(args) -> int:
         bar.update(1)
 
     try:
-        status = session.train(stop=stop, on_step=on_step)
+        yield on_step
     finally:
         bar.close()
-        signal.signal(signal.SIGINT, previous)
+
+
+def _outcome(session, status: str) -> str:
+    """'done at step 300: loss 1.2345, val loss 1.3456'."""
     metrics = session.run.metrics()
     vals = [m["val_loss"] for m in metrics if m.get("val_loss") is not None]
-    summary = f"{status} at step {session.step}"
+    line = f"{status} at step {session.step}"
     if metrics:
-        summary += f": loss {metrics[-1]['loss']:.4f}"
+        line += f": loss {metrics[-1]['loss']:.4f}"
     if vals:
-        summary += f", val loss {vals[-1]:.4f}"
-    print(f"{summary}; {session.trainer.elapsed:.1f} s of training. Run saved in {out}", file=sys.stderr)
-    if status == "failed":
-        return _fail(session.message)
-    return 0
+        line += f", val loss {vals[-1]:.4f}"
+    return line
 
 
 def model_at_step(run, step: int | None):
