@@ -321,7 +321,7 @@ def test_leakage():
 
 
 def test_a_head_below_every_threshold_is_mixed_and_one_at_its_threshold_is_labelled():
-    scores = {name: np.zeros((1, 3), np.float32) for name in probes.HEAD_THRESHOLDS}
+    scores = {name: np.zeros((1, 3)) for name in probes.HEAD_THRESHOLDS}  # float64: 0.4 / 0.4 is exactly 1
     scores["prev_token"][0, 1] = probes.HEAD_THRESHOLDS["prev_token"]  # exactly at it: "clears"
     scores["sink"][0, 2] = 0.99 * probes.HEAD_THRESHOLDS["sink"]  # just below
     assert probes.label_heads(scores) == [["mixed", "prev_token", "mixed"]]
