@@ -94,13 +94,19 @@ def _run(name: str, executor, steps: int, root: Path) -> dict:
         res = run_sweep(sw, root / name.replace(" ", "-"), executor, images=False, report=True, sample_tokens=20)
         wall = time.perf_counter() - t0
     curves = (res.out / "curves.csv").read_bytes()
+    slots = getattr(executor, "workers", None) or int(getattr(executor, "slots", 1))
+    # what the executor adds to each run: slot-seconds of the sweep not spent inside a run (its set-up, training,
+    # evaluation and saving: the run's own wall_s), per run
+    overhead = (wall * slots - sum(r["wall_s"] for r in res.runs)) / len(res.runs)
     driver = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(f"{name:>12} ({steps} steps): {wall:7.1f} s wall, {len(res.runs) * 60 / wall:6.2f} runs/min; peak RSS of "
           f"its child processes {mem.peak / 2**20:5.0f} MiB, driver max RSS {driver / 2**20:5.0f} MiB "
-          f"(was {rss0 / 2**20:.0f}); {mem.cpu_s:.0f} CPU s; load {os.getloadavg()[0]:.1f}", flush=True)
+          f"(was {rss0 / 2**20:.0f}); {mem.cpu_s:.0f} CPU s; {overhead:.2f} s per run outside the runs; load "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
     shutil.rmtree(res.out)
     return {"wall_s": wall, "runs": len(res.runs), "children_peak_rss_mib": mem.peak / 2**20,
-            "driver_max_rss_mib": driver / 2**20, "cpu_s": mem.cpu_s, "load_1min": os.getloadavg()[0], "curves": curves}
+            "driver_max_rss_mib": driver / 2**20, "cpu_s": mem.cpu_s,
+            "overhead_per_run_s": overhead, "load_1min": os.getloadavg()[0], "curves": curves}
 
 
 def main(argv=None) -> int:
@@ -109,6 +115,7 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2, help="repeat sequential / pool / ray this often, interleaved")
     p.add_argument("--no-ray", action="store_true")
+    p.add_argument("--overhead-only", action="store_true", help="only the 2-step runs (rounds 0)")
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     # a private Ray with its own token, so that ray.init() writes no ~/.ray/auth_token (which would turn token
@@ -138,7 +145,7 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
             root = Path(tmp)
             reference = None
-            for _ in range(args.rounds):
+            for _ in range(0 if args.overhead_only else args.rounds):
                 row = {}
                 for name, ex in modes:
                     r = _run(name, ex, args.steps, root)
@@ -148,37 +155,40 @@ def main(argv=None) -> int:
                     cpus[name].append(r["cpu_s"])
                     row[name] = {k: v for k, v in r.items() if k != "curves"}
                 out["rounds"].append(row)
-            # overhead: the same 12 runs at 2 steps each, where training is negligible
-            over = {name: _run(name, ex, 2, root)["wall_s"] for name, ex in modes[1:]}
+            # overhead: the same 12 runs at 2 steps each, where training is negligible; Ray twice (its workers
+            # are warm the second time, as on a cluster that outlives one sweep)
+            over = {name: _run(name, ex, 2, root) for name, ex in modes[1:]}
+            if ray_ex:
+                over["ray local (warm)"] = _run("ray warm", ray_ex, 2, root)
+            over = {k: {"wall_s": v["wall_s"], "overhead_per_run_s": v["overhead_per_run_s"]} for k, v in over.items()}
     finally:
         if ray_ex:
             ray_ex.close()
-    seq = sum(walls["sequential"])
-    out["throughput_vs_sequential"] = {m: seq / sum(w) for m, w in walls.items()}
-    out["identical_curves"] = identical
-    # On a shared machine the wall ratio measures the other tenants (Linux autogroup splits the CPU between
-    # sessions, so two workers get no more than one): CPU seconds say what the same sweep costs, and, if each
-    # worker had its own idle core, the pool's throughput would be about workers x CPU(sequential) / CPU(mode).
-    cpu_seq = sum(cpus["sequential"])
-    out["cpu_s"] = {m: sum(c) / len(c) for m, c in cpus.items()}
-    out["idle_estimate_vs_sequential"] = {m: (1 if m == "sequential" else args.workers) * cpu_seq / sum(c)
-                                          for m, c in cpus.items()}
-    print("CPU seconds per sweep: " + ", ".join(f"{m} {c:.0f}" for m, c in out["cpu_s"].items())
-          + "; throughput on idle cores, estimated from them: " + ", ".join(
-              f"{m} {r:.2f}x" for m, r in out["idle_estimate_vs_sequential"].items()))
-    out["two_step_runs_wall_s"] = over
-    print("throughput vs sequential (summed over rounds): " + ", ".join(
-        f"{m} {r:.2f}x" for m, r in out["throughput_vs_sequential"].items()))
-    print(f"curves.csv byte-identical to sequential: {identical}")
-    if ray_ex:
-        pool_name = f"pool x{args.workers}"
-        out["ray_overhead_per_run_s"] = (over["ray local"] - over[pool_name]) / 12 * args.workers
-        print(f"12 two-step runs: pool {over[pool_name]:.1f} s, ray {over['ray local']:.1f} s -> Ray's overhead per "
-              f"run over the pool: {out['ray_overhead_per_run_s']:+.2f} s (per worker slot); ray.init "
-              f"{out['ray_start_s']:.1f} s once per sweep")
+    if not args.overhead_only:
+        seq = sum(walls["sequential"])
+        out["throughput_vs_sequential"] = {m: seq / sum(w) for m, w in walls.items()}
+        out["identical_curves"] = identical
+        # On a shared machine the wall ratio measures the other tenants too (Linux autogroup splits the CPU
+        # between sessions, so two workers of one session get no more than one): CPU seconds say what the same
+        # sweep costs, and with an idle core per worker the throughput would be about workers x CPU(seq) / CPU.
+        cpu_seq = sum(cpus["sequential"])
+        out["cpu_s"] = {m: sum(c) / len(c) for m, c in cpus.items()}
+        out["idle_estimate_vs_sequential"] = {m: (1 if m == "sequential" else args.workers) * cpu_seq / sum(c)
+                                              for m, c in cpus.items()}
+        print("throughput vs sequential (summed over rounds): " + ", ".join(
+            f"{m} {r:.2f}x" for m, r in out["throughput_vs_sequential"].items()))
+        print("CPU seconds per sweep: " + ", ".join(f"{m} {c:.0f}" for m, c in out["cpu_s"].items())
+              + "; throughput on idle cores, estimated from them: " + ", ".join(
+                  f"{m} {r:.2f}x" for m, r in out["idle_estimate_vs_sequential"].items()))
+        print(f"curves.csv byte-identical to sequential: {identical}")
+    out["two_step_runs"] = over
+    print("12 two-step runs, seconds per run outside the runs: " + ", ".join(
+        f"{m} {v['overhead_per_run_s']:.2f} s" for m, v in over.items()) + (
+        f"; ray.init {out['ray_start_s']:.1f} s once" if ray_ex else ""))
     out["load_after"] = os.getloadavg()
     print(f"load average after: {out['load_after'][0]:.2f} {out['load_after'][1]:.2f} {out['load_after'][2]:.2f}")
-    Path(__file__).with_name("sweep_results.json").write_text(json.dumps(out, indent=1) + "\n")
+    name = "sweep_overhead.json" if args.overhead_only else "sweep_results.json"
+    Path(__file__).with_name(name).write_text(json.dumps(out, indent=1) + "\n")
     return 0
 
 

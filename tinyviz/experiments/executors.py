@@ -312,6 +312,11 @@ class RayExecutor:
         gpus = sum(n.get("Resources", {}).get("GPU", 0) for n in nodes)
         return f"Ray, {len(nodes)} node(s), {cpus:g} CPU(s)" + (f", {gpus:g} GPU(s)" if gpus else "")
 
+    @property
+    def slots(self) -> int:
+        """How many one-CPU runs the cluster holds at once."""
+        return int(self.ray.cluster_resources().get("CPU", 1))
+
     def check(self, jobs: list[dict]) -> None:
         """Runs that ask for GPUs the cluster does not have would wait forever: say so before anything runs."""
         need = max((task_resources(j["config"], self.gpus_per_run)["num_gpus"] for j in jobs), default=0.0)
