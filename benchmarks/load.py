@@ -123,7 +123,7 @@ class Session:
         try:
             await asyncio.wait_for(self.finished.wait(), 120)
         except TimeoutError:
-            self.stats["errors"].append(f"{self.name}: no rerun finished within 120 s after {what}")
+            self.stats["timeouts"].append(f"{self.name}: no rerun finished within 120 s after {what}")
             return
         self.stats["latency"].append((what, time.monotonic() - t0))
         await self.check()
@@ -141,6 +141,18 @@ class Session:
 
 
 async def trainer(s: Session, url: str, name: str, until: float) -> None:
+    for _ in range(3):
+        try:
+            await _start_run(s, url, name)
+            break
+        except Exception as e:  # noqa: BLE001 - a browser wait that ran out: try the form again
+            if "Timeout" not in type(e).__name__:
+                raise
+            s.stats["timeouts"].append(f"{s.name}: {str(e).splitlines()[0][:120]}")
+    await _watch_run(s, url, name, until)
+
+
+async def _start_run(s: Session, url: str, name: str) -> None:
     page = s.page
     await s.goto(f"{url}/train", "Train")
     if not await page.locator(".st-key-train_start").is_visible():
@@ -154,6 +166,10 @@ async def trainer(s: Session, url: str, name: str, until: float) -> None:
     await s.timed(lambda: box.press("Enter"), "type the run name")
     await s.timed(lambda: page.locator(".st-key-train_start button").click(), "start training")
     s.stats["started"][name] = time.monotonic()
+
+
+async def _watch_run(s: Session, url: str, name: str, until: float) -> None:
+    page = s.page
     while time.monotonic() < until:
         await asyncio.sleep(random.uniform(10, 20))
         await s.goto(f"{url}/train?run={name}", "Train")  # a reload: a new server session on the same run
@@ -171,31 +187,40 @@ async def trainer(s: Session, url: str, name: str, until: float) -> None:
 
 
 async def inspector(s: Session, url: str, until: float) -> None:
-    page = s.page
     rng = random.Random(s.name)
     while time.monotonic() < until:
-        kind = rng.choice(["heads", "sample", "compare"])
-        if kind == "heads":
-            await s.goto(f"{url}/heads?run=demo", "Heads")
-            prompt = page.locator(".st-key-heads_prompt textarea")
-            if await prompt.count():
-                await prompt.fill(rng.choice(PROMPTS))
-                await s.timed(lambda prompt=prompt: prompt.press("Control+Enter"), "change the Heads prompt")
-        elif kind == "sample":
-            await s.goto(f"{url}/sample?run=demo", "Sample")
-            thumb = page.locator(".st-key-sample_temperature [tabindex='0']").first  # the slider's thumb
-            for _ in range(3):
-                await thumb.focus()
-                key = rng.choice(["ArrowRight", "ArrowLeft"])
-                await s.timed(lambda key=key, thumb=thumb: thumb.press(key), "move the temperature slider")
-        else:
-            await s.goto(f"{url}/compare?run=demo", "Compare")
-        if "run=demo" not in page.url:
-            s.stats["crosstalk"].append(f"{s.name}: the address moved to {page.url}")
-        side = await page.locator('[data-testid="stSidebar"]').inner_text()
-        if "demo" not in side:
-            s.stats["crosstalk"].append(f"{s.name}: the sidebar does not show the demo run")
-        await asyncio.sleep(rng.uniform(0.5, 2.0))
+        try:
+            await _inspect_once(s, url, rng)
+        except Exception as e:  # noqa: BLE001 - a browser wait that ran out: slow, not an app error
+            if "Timeout" not in type(e).__name__:
+                raise
+            s.stats["timeouts"].append(f"{s.name}: {str(e).splitlines()[0][:120]}")
+
+
+async def _inspect_once(s: Session, url: str, rng: random.Random) -> None:
+    page = s.page
+    kind = rng.choice(["heads", "sample", "compare"])
+    if kind == "heads":
+        await s.goto(f"{url}/heads?run=demo", "Heads")
+        prompt = page.locator(".st-key-heads_prompt textarea")
+        if await prompt.count():
+            await prompt.fill(rng.choice(PROMPTS))
+            await s.timed(lambda prompt=prompt: prompt.press("Control+Enter"), "change the Heads prompt")
+    elif kind == "sample":
+        await s.goto(f"{url}/sample?run=demo", "Sample")
+        thumb = page.locator(".st-key-sample_temperature [tabindex='0']").first  # the slider's thumb
+        for _ in range(3):
+            await thumb.focus()
+            key = rng.choice(["ArrowRight", "ArrowLeft"])
+            await s.timed(lambda key=key, thumb=thumb: thumb.press(key), "move the temperature slider")
+    else:
+        await s.goto(f"{url}/compare?run=demo", "Compare")
+    if "run=demo" not in page.url:
+        s.stats["crosstalk"].append(f"{s.name}: the address moved to {page.url}")
+    side = await page.locator('[data-testid="stSidebar"]').inner_text()
+    if "demo" not in side:
+        s.stats["crosstalk"].append(f"{s.name}: the sidebar does not show the demo run")
+    await asyncio.sleep(rng.uniform(0.5, 2.0))
 
 
 async def drive(url: str, seconds: float, sessions: int, stats: dict) -> None:
@@ -238,7 +263,7 @@ def main(argv=None) -> int:
     idle = _idle_tokens_per_s(runs, args.idle_seconds)
     log = work / "server.log"
     server = _start_server(args.port, runs, log)
-    stats = {"latency": [], "errors": [], "crosstalk": [], "started": {}}
+    stats = {"latency": [], "errors": [], "crosstalk": [], "timeouts": [], "started": {}}
     loads = []
     try:
         async def sample_load():
@@ -276,6 +301,9 @@ def main(argv=None) -> int:
     print(f"errors: {len(stats['errors'])}")
     for e in stats["errors"][:20]:
         print(f"  {e}")
+    print(f"browser waits that ran out (120 s; slowness, not an app error): {len(stats['timeouts'])}")
+    for c in stats["timeouts"][:10]:
+        print(f"  {c}")
     print(f"cross-talk: {len(stats['crosstalk'])}")
     for c in stats["crosstalk"][:20]:
         print(f"  {c}")

@@ -154,3 +154,40 @@ def test_check_fits_passes_a_config_that_fits_and_reads_the_cap(monkeypatch):
     assert check_fits(preset("micro"))["total"] < room
     with pytest.raises(ResourceError):
         check_fits(apply_overrides(preset("micro"), ["d_model=4096", "n_heads=4", "n_layers=8"]))
+
+
+class _Spy:
+    """A tokenizer that records how much text it was asked to encode."""
+
+    def __init__(self, tok):
+        self.tok, self.seen = tok, []
+
+    def encode(self, text, **kw):
+        self.seen.append(len(text))
+        return self.tok.encode(text, **kw)
+
+
+def test_a_1mb_prompt_is_cut_to_its_tail_before_tokenizing(trained):
+    """A 1 MB paste: only a tail that holds the last n_ctx tokens is tokenized, with a notice."""
+    from tinyviz.model.sampling import MAX_CHARS_PER_TOKEN, encode_prompt
+
+    run = Run.open(trained)
+    tok = _Spy(run.tokenizer())
+    n_ctx = run.config.model.n_ctx
+    alphabet = tok.tok.decode(list(range(tok.tok.vocab_size)))
+    text = (alphabet * (1_000_000 // len(alphabet) + 1))[:1_000_000]
+    ids, notices = encode_prompt(tok, text, n_ctx)
+    assert tok.seen == [n_ctx * MAX_CHARS_PER_TOKEN]
+    assert ids == tok.tok.encode(text[-(n_ctx - 1):])  # the same last tokens as encoding it all
+    assert notices == [f"the prompt has 1,000,000 characters, far more than the model sees (n_ctx={n_ctx} tokens); "
+                       f"only its end was read and its last {n_ctx - 1} tokens were used."]
+
+
+def test_a_page_of_unknown_characters_is_a_short_sentence(trained):
+    from tinyviz.data.text import UnknownCharactersError
+    from tinyviz.model.sampling import encode_prompt
+
+    text = "".join(chr(0x4E00 + i) for i in range(20_000))
+    with pytest.raises(UnknownCharactersError) as e:
+        encode_prompt(Run.open(trained).tokenizer(), text, 16)
+    assert len(str(e.value)) < 600 and " more; remove or replace them." in str(e.value)

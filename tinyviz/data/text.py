@@ -44,9 +44,11 @@ class UnknownCharactersError(ValueError):
                          "remove or replace them.")
 
 
-def describe_chars(chars: Sequence[str]) -> str:
-    """``'é' (U+00E9), '\\t' (U+0009)``: repr, plus the code point for anything but printable ASCII."""
-    return ", ".join(repr(c) if " " <= c <= "~" else f"{c!r} (U+{ord(c):04X})" for c in chars)
+def describe_chars(chars: Sequence[str], most: int = 20) -> str:
+    """``'é' (U+00E9), '\\t' (U+0009)``: repr, plus the code point for anything but printable ASCII; past
+    `most` characters, "and N more" (a pasted page of foreign text would make a sentence of megabytes)."""
+    shown = ", ".join(repr(c) if " " <= c <= "~" else f"{c!r} (U+{ord(c):04X})" for c in chars[:most])
+    return shown + (f" and {len(chars) - most:,} more" if len(chars) > most else "")
 
 
 def _ids_list(ids) -> list[int]:

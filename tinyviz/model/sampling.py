@@ -61,9 +61,17 @@ def encode_prompt(tokenizer, prompt: str, n_ctx: int, room: int = 1) -> tuple[li
     """
     if not prompt:
         raise ValueError("the prompt is empty; type at least one character to start from.")
-    ids = tokenizer.encode(prompt)  # UnknownCharactersError names any character it does not know
-    notices = []
     keep = n_ctx - room
+    notices = []
+    # Only the last tokens are read, so a huge paste (1 MB in a text box) is cut to a tail that surely
+    # holds them before it is tokenized: a token is one character (char) or a few (BPE).
+    limit = max(1, n_ctx) * MAX_CHARS_PER_TOKEN
+    if len(prompt) > limit:
+        notices.append(f"the prompt has {len(prompt):,} characters, far more than the model sees "
+                       f"(n_ctx={n_ctx} tokens); only its end was read and its last {keep} tokens were used.")
+        ids = tokenizer.encode(prompt[-limit:])[-keep:] if keep > 0 else []
+        return ids, notices
+    ids = tokenizer.encode(prompt)  # UnknownCharactersError names any character it does not know
     if len(ids) > keep:
         notices.append(
             f"the prompt has {len(ids)} tokens but the model sees at most n_ctx={n_ctx}; "
@@ -71,6 +79,9 @@ def encode_prompt(tokenizer, prompt: str, n_ctx: int, room: int = 1) -> tuple[li
         )
         ids = ids[-keep:]
     return ids, notices
+
+
+MAX_CHARS_PER_TOKEN = 32  # longer than any token a small BPE learns on these corpora
 
 
 @torch.no_grad()
