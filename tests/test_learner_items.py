@@ -73,3 +73,18 @@ def test_logit_lens_explains_the_embed_row_of_tied_embeddings(runs_root):
     at = ok(app("predictions"))
     said = any("embed** row" in c.value for c in at.caption)
     assert said == cfg["tie_embeddings"]
+
+
+def test_a_run_downloaded_from_the_sidebar_opens_again_with_its_upload(runs_root, tmp_path):
+    from tinyviz.app.uploads import extract_run_zip
+    from tinyviz.training.runs import Run
+    from tinyviz.training.runzip import export_run_zip
+
+    at = ok(app())
+    assert at.sidebar.get("download_button"), "no run download in the sidebar"
+    data = export_run_zip(runs_root / "demo")
+    (tmp_path / "other").mkdir()
+    run = extract_run_zip(data, tmp_path / "other", "demo.zip")  # what the sidebar's upload does with it
+    original = Run.open(runs_root / "demo")
+    assert run.name == "demo" and run.config == original.config and run.weights_step() == original.weights_step()
+    assert run.snapshot_steps() == original.snapshot_steps() and len(run.metrics()) == len(original.metrics())

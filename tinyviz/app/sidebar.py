@@ -12,6 +12,7 @@ from tinyviz.app import bundle_store, loaders, state
 from tinyviz.app.registry import live_fragment, registry
 from tinyviz.app.uploads import UploadError, extract_run_zip, import_server_model, import_uploaded_model
 from tinyviz.training.runs import Run, RunError
+from tinyviz.training.runzip import export_run_zip
 
 LIVE_S = 2.0  # the status line's refresh while a run trains
 URL_PARAM = "run"  # ?run=NAME: the current run's folder name
@@ -34,6 +35,15 @@ def _status(run_id: str) -> str:
     if job is not None and job.alive:
         return f"step {job.snapshot()['step']} of {s['steps']} · training · {s['model']}"
     return f"step {s['step']} of {s['steps']} · {s['status']} · {s['model']}"
+
+
+def _download_run(run_id: str) -> None:
+    """The current run as a zip that 'Open a zipped run folder' below opens again (made only when clicked)."""
+    st.download_button("Download this run (.zip)", data=lambda: export_run_zip(Path(run_id)),
+                       file_name=f"{_label(run_id)}.zip", mime="application/zip", key="sidebar_run_zip",
+                       on_click="ignore", icon=":material/download:", type="tertiary",
+                       help="config, tokenizer, weights, optimizer state, metrics and snapshots: send it to "
+                       "someone, or open it again with the upload below")
 
 
 def _live_status(current: str | None) -> None:
@@ -220,6 +230,8 @@ def run_picker(ids: list[str], current: str | None) -> None:
                          label_visibility="collapsed", help="the demo run, and every run folder in "
                          f"{loaders.runs_root()}/")
         _live_status(current if ids else None)
+        if current:
+            _download_run(current)
         st.file_uploader("Open a zipped run folder", type=["zip"], key=state.UPLOAD, on_change=_on_upload,
                          help="a zip of one run folder (config.json, tokenizer.json, model.safetensors, ...)")
         msg = state.get(state.UPLOAD_MSG)

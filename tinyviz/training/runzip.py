@@ -189,3 +189,24 @@ def _check_loads(run: Run) -> None:
         run.load_model()
     else:
         run.check_memory()
+
+
+def export_run_zip(path: Path) -> bytes:
+    """A zip of a run folder holding exactly the files ``import_run_zip`` takes back, inside one folder
+    named after the run (so the import keeps its name): config, tokenizer, weights, optimizer state,
+    state, metrics, attention snapshots and kept weights. Temp files and anything else stay out."""
+    path = Path(path)
+    check_run_name(path.name)
+    members = [path / n for n in sorted(_IMPORT_FILES) if (path / n).is_file()]
+    for folder in (SNAPSHOTS, HISTORY):
+        if (path / folder).is_dir():
+            members += sorted(f for f in (path / folder).iterdir()
+                              if f.is_file() and _SNAPSHOT_NAME.match(f"{folder}/{f.name}"))
+    buf = io.BytesIO()
+    # weights barely compress: store them, deflate the text
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in members:
+            rel = f.relative_to(path).as_posix()
+            kind = zipfile.ZIP_STORED if f.suffix == ".safetensors" else zipfile.ZIP_DEFLATED
+            zf.write(f, f"{path.name}/{rel}", compress_type=kind)
+    return buf.getvalue()
