@@ -1,7 +1,7 @@
 """tinyviz: `streamlit run app.py`.
 
 The frame every page shares: page config, the sidebar (run picker, zip upload, write-up bundle),
-then ``st.navigation`` runs the page the address names. The pages are in ``pages/``.
+then ``st.navigation`` runs the page the address names. The pages are in ``app_pages/``.
 """
 
 import os
