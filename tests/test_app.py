@@ -132,12 +132,12 @@ def test_heads_replay_slider_shows_that_step(runs_root):
     steps = at.select_slider(key="heads_step").options
     at.select_slider(key="heads_step").set_value(steps[0]).run()
     ok(at)
-    assert any(f"step {steps[0]}" in t and "layer 1, head 0" in t for t in chart_titles(at)), chart_titles(at)
+    assert any(f"step {steps[0]}" in t and "layer 1, head 1" in t for t in chart_titles(at)), chart_titles(at)
 
 
 def test_heads_opens_on_the_demo_runs_induction_head(runs_root):
     at = ok(app("heads"))
-    assert any("layer 1, head 0" in t and "induction" in t for t in chart_titles(at)), chart_titles(at)
+    assert any("layer 1, head 1" in t and "induction" in t for t in chart_titles(at)), chart_titles(at)
 
 
 def test_heads_zero_ablation_changes_the_loss(runs_root):

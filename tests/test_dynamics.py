@@ -71,7 +71,7 @@ def test_the_timeline_crosses_where_the_snapshot_scores_cross(every_step_run, me
         snap_series = np.array([snaps[s][r["label"]][r["layer"]][r["head"]] for s in steps])
         assert r["score"] == pytest.approx(snap_series, abs=1e-4)
         hits = [s for s in steps if snaps[s][r["label"]][r["layer"]][r["head"]] >= r["threshold"]]
-        assert r["crossed"] == (hits[0] if hits else None), r
+        assert r["crossed"] == (hits[0] if hits and r["named"] else None), r
 
 
 def test_first_crossing_phase_change_and_icl_on_known_series():

@@ -142,7 +142,8 @@ def first_crossing(steps: list[int], series: np.ndarray, threshold: float) -> in
 def head_timeline(steps: list[int], scores: dict[str, np.ndarray],
                   thresholds: dict[str, float] = probes.HEAD_THRESHOLDS) -> list[dict]:
     """One row per head, layer-major: {"layer", "head", "label", "score": [S] of that label's score,
-    "threshold", "crossed": first step at or over the threshold, or None}. scores: {name: [S, L, H]}."""
+    "threshold", "named": whether the last step gives it that label, "crossed": the first step at or over
+    the threshold (None for a head that ends unnamed)}. scores: {name: [S, L, H]}."""
     names = [n for n in thresholds if n in scores]
     S, L, H = scores[names[0]].shape
     final = probes.label_heads({n: scores[n][-1] for n in names}, thresholds)
@@ -152,10 +153,10 @@ def head_timeline(steps: list[int], scores: dict[str, np.ndarray],
             label = final[l][h]
             if label == "mixed":  # the score closest to naming it at the last step
                 label = max(names, key=lambda n: scores[n][-1, l, h] / thresholds[n])
-            series = scores[label][:, l, h]
-            rows.append({"layer": l, "head": h, "label": label, "named": final[l][h] != "mixed",
+            series, named = scores[label][:, l, h], final[l][h] != "mixed"
+            rows.append({"layer": l, "head": h, "label": label, "named": named,
                          "score": series, "threshold": thresholds[label],
-                         "crossed": first_crossing(steps, series, thresholds[label])})
+                         "crossed": first_crossing(steps, series, thresholds[label]) if named else None})
     return rows
 
 
