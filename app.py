@@ -12,7 +12,8 @@ import streamlit as st  # noqa: E402
 
 from tinyviz.app import page  # noqa: E402
 
-st.set_page_config(page_title="tinyviz", page_icon=":material/grid_view:", layout="wide")
+# an emoji favicon is drawn in the page; a :material/...: icon is fetched from fonts.gstatic.com
+st.set_page_config(page_title="tinyviz", page_icon="🔬", layout="wide")
 navigation = st.navigation(page.pages())
 page.frame()
 navigation.run()

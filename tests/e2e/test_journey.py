@@ -94,3 +94,26 @@ def test_while_training_the_sidebar_and_compare_refresh_without_a_reload(page, a
     page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Train").click()
     page.locator('[class*="st-key-train_stop_"]:not([data-stale="true"])').get_by_role("button").first.click()
     page.get_by_text("stopped by request", exact=False).wait_for(timeout=120_000)
+
+
+def test_no_request_leaves_this_machine(page, app_url):
+    """Every page, with the browser's network log: no request goes anywhere but the app's own server (the
+    favicon was a Material icon fetched from fonts.gstatic.com). The only 4xx answers allowed are the
+    frontend's probes of /<page>/_stcore/health and host-config, which it makes when a page's own address
+    is opened directly and then finds at the root (Streamlit's, not the app's: st.navigation keeps them)."""
+    from urllib.parse import urlparse
+
+    outside, failed = [], []
+    local = {"127.0.0.1", "localhost"}
+    page.on("request", lambda r: None if r.url.startswith(("data:", "blob:")) or urlparse(r.url).hostname in local
+            else outside.append(r.url))
+    page.on("response", lambda r: failed.append((r.status, urlparse(r.url).path)) if r.status >= 400 else None)
+    open_page(page, app_url)
+    for path, title in (("train", "Train"), ("heads", "Heads"), ("predictions", "Predictions"), ("sample", "Sample"),
+                        ("compare", "Compare")):
+        open_page(page, app_url, path, title)
+        shot(page, f"journey-page-{path}")
+    assert outside == [], outside
+    probes = {f"/{p}/_stcore/{what}" for p in ("train", "heads", "predictions", "sample", "compare")
+              for what in ("health", "host-config")}
+    assert {p for _, p in failed} <= probes, failed
