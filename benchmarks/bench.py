@@ -129,42 +129,19 @@ def bench_training(name: str, args, tmp: Path, peak: dict, fast: bool) -> dict:
     cfg = apply_overrides(cfg, ["eval_interval=0", "checkpoint_interval=0", f"threads={args.threads}"])
     session = TrainingSession.start(cfg, tmp / name)
     tv, mcfg, tcfg = session.trainer, session.run.config.model, session.run.config.train
-    ref = RefTrainer(mcfg, tcfg, tv.data)
-    modes: dict[str, Callable[[], object]] = {
-        "reference": ref.step,
-        "tinyviz": lambda: json.dumps(tv.step().to_dict()),  # the metrics record, as the session logs it
-    }
-    warm: dict[str, float] = {}
-    for mode in args.modes if fast else []:
-        if "dtype" in FAST_MODES[mode] and not bf16_native():
-            continue  # emulated bf16 is hundreds of times slower than fp32 here; see matmul_peak
-        fast = Trainer(mcfg, dataclasses.replace(tcfg, **FAST_MODES[mode]), tv.data)
-        t0 = time.perf_counter()
-        fast.step()  # compiles on the first step
-        warm[mode] = time.perf_counter() - t0
-        modes[mode] = lambda fast=fast: json.dumps(fast.step().to_dict())
+    modes, warm = _training_modes(session, args.modes if fast else [])
     for fn in modes.values():  # warm up allocator, kernels, optimizer state
         fn()
     times = interleaved(modes, args.rounds, args.calls)
     snap = repeat(session._snapshot, 3 if args.quick else 5)
     tokens = tcfg.batch_size * mcfg.n_ctx
     fpt = flops_per_token(mcfg, tv.model.n_params())
-    ref_tps = [tokens / t for t in times["reference"]]
     out = {"config": {"n_layers": mcfg.n_layers, "n_heads": mcfg.n_heads, "d_model": mcfg.d_model,
                       "d_ff": mcfg.ff_size, "n_ctx": mcfg.n_ctx, "d_vocab": mcfg.d_vocab, "dropout": mcfg.dropout,
                       "batch_size": tcfg.batch_size, "non_embedding_params": tv.model.n_params(),
                       "flops_per_token": fpt},
-           "snapshot_s": summary(snap), "modes": {}}
-    for mode, ts in times.items():
-        tps = [tokens / t for t in ts]
-        ratio = [a / b for a, b in zip(tps, ref_tps)]  # round by round: the same minute on the CPU
-        out["modes"][mode] = {"step_s": summary(ts), "tokens_per_s": summary(tps), "vs_reference": summary(ratio),
-                              "mfu_fp32": statistics.median(tps) * fpt / (peak["float32"]["peak"] * 1e9)}
-        if mode in warm:
-            extra = warm[mode] - statistics.median(ts)
-            saved = statistics.median(times["tinyviz"]) - statistics.median(ts)
-            out["modes"][mode]["first_step_s"] = warm[mode]
-            out["modes"][mode]["payback_steps"] = extra / saved if saved > 0 else None
+           "snapshot_s": summary(snap),
+           "modes": _mode_figures(times, warm, tokens, fpt * 1e-9 / peak["float32"]["peak"])}
     step = statistics.median(times["tinyviz"])
     with_snap = step + statistics.median(snap) / SNAPSHOT_EVERY
     overhead = with_snap / step - 1
@@ -172,6 +149,45 @@ def bench_training(name: str, args, tmp: Path, peak: dict, fast: bool) -> dict:
         "tokens_per_s": tokens / with_snap, "overhead": overhead,
         "vs_reference": out["modes"]["tinyviz"]["vs_reference"]["median"] / (1 + overhead),
     }
+    return out
+
+
+def _training_modes(session, fast_modes) -> tuple[dict[str, Callable[[], object]], dict[str, float]]:
+    """The training steps to time, by mode (the reference, tinyviz's step with its metrics record, and each
+    opt-in fast mode that runs natively here), and each fast mode's first step in seconds (it compiles)."""
+    tv, mcfg, tcfg = session.trainer, session.run.config.model, session.run.config.train
+    ref = RefTrainer(mcfg, tcfg, tv.data)
+    modes: dict[str, Callable[[], object]] = {
+        "reference": ref.step,
+        "tinyviz": lambda: json.dumps(tv.step().to_dict()),  # the metrics record, as the session logs it
+    }
+    warm: dict[str, float] = {}
+    for mode in fast_modes:
+        if "dtype" in FAST_MODES[mode] and not bf16_native():
+            continue  # emulated bf16 is hundreds of times slower than fp32 here; see matmul_peak
+        fast = Trainer(mcfg, dataclasses.replace(tcfg, **FAST_MODES[mode]), tv.data)
+        t0 = time.perf_counter()
+        fast.step()  # compiles on the first step
+        warm[mode] = time.perf_counter() - t0
+        modes[mode] = lambda fast=fast: json.dumps(fast.step().to_dict())
+    return modes, warm
+
+
+def _mode_figures(times: dict[str, list[float]], warm: dict[str, float], tokens: int, mfu_per_tps: float) -> dict:
+    """Per mode: step time, tokens/s, the ratio to the reference (round by round: the same minute on the CPU),
+    the fp32 MFU (tokens/s x mfu_per_tps) and, for a compiling mode, its first step and payback in steps."""
+    ref_tps = [tokens / t for t in times["reference"]]
+    out = {}
+    for mode, ts in times.items():
+        tps = [tokens / t for t in ts]
+        ratio = [a / b for a, b in zip(tps, ref_tps)]
+        out[mode] = {"step_s": summary(ts), "tokens_per_s": summary(tps), "vs_reference": summary(ratio),
+                     "mfu_fp32": statistics.median(tps) * mfu_per_tps}
+        if mode in warm:
+            extra = warm[mode] - statistics.median(ts)
+            saved = statistics.median(times["tinyviz"]) - statistics.median(ts)
+            out[mode]["first_step_s"] = warm[mode]
+            out[mode]["payback_steps"] = extra / saved if saved > 0 else None
     return out
 
 
