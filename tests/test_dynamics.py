@@ -79,6 +79,7 @@ def test_first_crossing_phase_change_and_icl_on_known_series():
     assert dynamics.first_crossing(steps, np.array([0.1, 0.2, 0.35, 0.2, 0.5]), 0.3) == 20
     assert dynamics.first_crossing(steps, np.zeros(5), 0.3) is None
     assert dynamics.phase_change(steps, np.array([0.0, -0.01, -0.5, -0.55, -0.56])) == 20
+    assert dynamics.phase_change(steps, np.array([0.0, -0.02, -0.03, -0.3, -0.31])) == 40  # the biggest fall
     assert dynamics.phase_change(steps, np.array([0.0, 0.1, 0.2, 0.3, 0.4])) is None
     # 100 positions: the first tenth is skipped (too little context to judge), early = 10..19, late = 90..99
     curve = np.r_[np.full(10, 5.0), np.full(10, 3.0), np.full(70, 2.0), np.full(10, 1.0)]

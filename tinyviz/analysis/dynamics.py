@@ -8,7 +8,8 @@ run's kept steps with them). A probe prompt is ``[T]`` token ids; a validation b
   every head ``[L, H]``, on the probe prompt (exactly ``probes.ablation_loss(...)["delta"]``) and on a
   validation batch.
 - In-context-learning score (Olsson et al. 2022): mean loss at late positions minus mean loss at early
-  positions of the validation batch; it goes negative when later tokens profit from the context.
+  positions of the validation batch (all its rows; importance uses the first ``IMPORTANCE_ROWS``); it
+  goes negative when later tokens profit from the context.
   Early = positions ``[T/10, T/10 + W)``, late = the last ``W`` positions, ``W = max(1, T // 10)``.
 - Logit lens agreement: for each lens row (embeddings, then after each block) the fraction of probe
   positions whose top-1 token already equals the model's final top-1; "first layer" of a position is
@@ -25,6 +26,8 @@ import torch.nn.functional as F
 
 from tinyviz.analysis import probes
 from tinyviz.model.hooks import zero_head
+
+IMPORTANCE_ROWS = 4  # validation rows for head importance: (L*H+1) copies of them run in one forward pass
 
 
 def head_importance(model, tokens) -> np.ndarray:
@@ -100,7 +103,8 @@ def lens_agreement(model, ids) -> tuple[np.ndarray, np.ndarray]:
 
 def step_stats(model, probe_ids, val_batch=None) -> dict:
     """One step's weights: {"scores": {name: [L, H]}, "imp_probe": [L, H], "imp_val": [L, H] or None,
-    "loss_pos": [T-1] or None, "icl": float or None, "lens_agree": [L+1], "lens_first": float (mean over
+    "loss_pos": [T-1] or None, "icl": float or None (importance on val_batch[:IMPORTANCE_ROWS], the rest
+    on all its rows), "lens_agree": [L+1], "lens_first": float (mean over
     positions of the first agreeing row)}."""
     patterns = probes.attention_patterns(model, probe_ids)
     scores = probes.head_scores(patterns, np.asarray(probe_ids), causal=model.cfg.causal)
@@ -109,7 +113,7 @@ def step_stats(model, probe_ids, val_batch=None) -> dict:
            "imp_probe": head_importance(model, probe_ids), "imp_val": None, "loss_pos": None, "icl": None,
            "lens_agree": agree, "lens_first": float(first.mean())}
     if val_batch is not None:
-        out["imp_val"] = head_importance(model, val_batch)
+        out["imp_val"] = head_importance(model, val_batch[:IMPORTANCE_ROWS])
         out["loss_pos"] = loss_by_position(model, val_batch)
         out["icl"] = icl_score(out["loss_pos"])
     return out
@@ -161,11 +165,12 @@ def head_timeline(steps: list[int], scores: dict[str, np.ndarray],
 
 
 def phase_change(steps: list[int], icl: np.ndarray) -> int | None:
-    """The kept step that ends the steepest fall of the ICL score per training step, or None."""
+    """The kept step that ends the largest fall of the ICL score between two kept steps, or None.
+    (Per kept step, not per training step: the dense early steps would turn noise into steep slopes.)"""
     icl = np.asarray(icl, dtype=np.float64)
     if len(steps) < 3:
         return None
-    slope = np.diff(icl) / np.maximum(1, np.diff(steps))
+    slope = np.diff(icl)
     i = int(slope.argmin())
     return int(steps[i + 1]) if slope[i] < 0 else None
 

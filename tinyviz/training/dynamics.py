@@ -13,7 +13,7 @@ import torch
 from tinyviz.analysis import dynamics
 from tinyviz.training.runs import Run, RunError
 
-VAL_ROWS = 4  # 4 x n_ctx tokens: enough to rank heads, and (L*H+1) copies fit one forward pass
+VAL_ROWS = 32  # loss by position and the ICL score average over 32 windows; importance uses the first 4
 VAL_SEED = 1234
 
 
