@@ -58,8 +58,10 @@ def test_kv_cache_gives_the_same_text_as_no_cache(trained, cfg):
     cached = generate(model, tok, "Once upon", cfg, use_cache=True)
     plain = generate(model, tok, "Once upon", cfg, use_cache=False)
     assert cached.text == plain.text
+    # float32 attention summed in another order (one cached query vs the whole window): measured up to
+    # 3.6e-5 relative on the demo model, so 1e-4 relative
     for a, b in zip(cached.steps, plain.steps):
-        assert a.prob == pytest.approx(b.prob, abs=1e-5)
+        assert a.prob == pytest.approx(b.prob, rel=1e-4, abs=1e-6)
 
 
 def test_same_seed_same_text_other_seed_other_text(trained):
@@ -163,10 +165,10 @@ def test_each_step_reports_the_drawn_tokens_probability_and_the_top_candidates(t
         for i, step in enumerate(result.steps):
             logits = model(torch.tensor([ids + [s.token for s in result.steps[:i]]]))[0, -1]
             probs = next_token_probs(logits, cfg)
-            assert step.prob == pytest.approx(float(probs[step.token]), abs=1e-5)
+            assert step.prob == pytest.approx(float(probs[step.token]), rel=1e-4, abs=1e-6)
             top = probs.topk(4)
             assert [c for c, _ in step.candidates] == [tok.token_str(int(j)) for j in top.indices]
-            assert [p for _, p in step.candidates] == pytest.approx(top.values.tolist(), abs=1e-5)
+            assert [p for _, p in step.candidates] == pytest.approx(top.values.tolist(), rel=1e-4, abs=1e-6)
     greedy = generate(model, tok, "Once upon a time", SampleConfig(max_new_tokens=5, temperature=0))
     assert all(s.candidates[0][0] == tok.token_str(s.token) for s in greedy.steps)  # greedy takes the top one
 
