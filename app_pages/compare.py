@@ -50,7 +50,8 @@ def loss_section(runs: list) -> None:
         step = loaders.shown_step(current)
         fig.add_vline(x=step, line_dash="dot", line_color="#555", annotation_text=f"step {step}",
                       annotation_position="top left")
-    widgets.chart(fig, plots.title("loss", *[r.name for r in runs]), key="compare_loss")
+    widgets.chart(fig, plots.title("loss", *[r.name for r in runs]), key="compare_loss",
+                  look_for="where the curves part: the earlier and wider the gap, the more the difference matters.")
 
 
 def config_section(runs: list) -> None:

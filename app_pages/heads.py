@@ -68,7 +68,9 @@ with left:
     st.dataframe(analysis.head_score_row(stats, layer, head), hide_index=True)
 with right:
     big = plots.head_heatmap(patterns[layer, head], tokens, run.name, layer, head, step, label)
-    widgets.chart(big, plots.title(run.name, f"layer {layer} head {head}", f"step {step}"), key="heads_big")
+    widgets.chart(big, plots.title(run.name, f"layer {layer} head {head}", f"step {step}"), key="heads_big",
+                  look_for="each row is a query token; where its weight sits says what it reads: the token "
+                           "before (previous-token), the token after an earlier copy (induction), or the first.")
 
 st.subheader("Scores of every head")
 st.caption("prev_token: attends to the token before · induction: to the token after an earlier copy of itself · "
@@ -81,7 +83,9 @@ history = loaders.snapshot_history(run_id)
 if len(history) > 1:
     st.subheader(f"How layer {layer}, head {head} formed")
     widgets.chart(plots.head_history(history, layer, head, run.name),
-                  plots.title(run.name, f"layer {layer} head {head}", "history"), key="heads_history")
+                  plots.title(run.name, f"layer {layer} head {head}", "history"), key="heads_history",
+                  look_for="the step where one score climbs past the others: that is when the head took its job "
+                           "(induction often jumps late).")
 
 st.subheader("Zero-ablate heads")
 st.caption(f"Set a head's output to zero and see how the loss on this prompt changes (weights at step {shown}).")

@@ -88,3 +88,10 @@ def test_a_run_downloaded_from_the_sidebar_opens_again_with_its_upload(runs_root
     original = Run.open(runs_root / "demo")
     assert run.name == "demo" and run.config == original.config and run.weights_step() == original.weights_step()
     assert run.snapshot_steps() == original.snapshot_steps() and len(run.metrics()) == len(original.metrics())
+
+
+def test_charts_say_what_to_look_for(runs_root):
+    for page, least in (("heads", 2), ("train", 3), ("predictions", 1), ("compare", 1)):
+        at = ok(app(page))
+        said = [c.value for c in at.caption if "What to look for" in c.value]
+        assert len(said) >= least, (page, said)

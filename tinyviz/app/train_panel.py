@@ -129,7 +129,9 @@ def _charts(run_id: str, view: dict) -> None:
     c1.toggle("Log-scale loss", key=state.TRAIN_LOG_Y, persist_state="session")
     smooth = widgets.smoothing(state.TRAIN_SMOOTHING, c2)
     widgets.chart(plots.loss_curves({name: metrics}, log_y=state.get(state.TRAIN_LOG_Y), smoothing=smooth),
-                  plots.title(name, "loss"), key="train_loss")
+                  plots.title(name, "loss"), key="train_loss",
+                  look_for="both curves falling together; val turning up while train keeps falling is overfitting, "
+                           "a sudden plateau or jump is the optimiser struggling.")
     samples = [r for r in metrics if (r.get("extra") or {}).get("sample")]
     if samples:
         st.markdown(f"**Sample preview** (greedy, step {samples[-1]['step']})")
@@ -144,13 +146,19 @@ def _charts(run_id: str, view: dict) -> None:
     if heads is not None:
         st.markdown(f"**Heads at step {figs['heads_step']}** (the probe prompt; open the Heads page to explore)")
         st.caption(figs["formed"])
-        widgets.chart(heads, plots.title(name, "all heads", f"step {figs['heads_step']}"), key="train_heads")
+        widgets.chart(heads, plots.title(name, "all heads", f"step {figs['heads_step']}"), key="train_heads",
+                      look_for="a diagonal stripe just below the main diagonal is a previous-token head; an "
+                               "'induction' label in layer 1 is the model learning to copy.")
     left, right = st.columns(2)
     with left:
-        widgets.chart(figs["lr"], plots.title(name, "lr"), key="train_lr")
+        widgets.chart(figs["lr"], plots.title(name, "lr"), key="train_lr",
+                      look_for="warmup rising to the peak, then the cosine decay.")
     with right:
-        widgets.chart(figs["tps"], plots.title(name, "tokens per second"), key="train_tps")
-    widgets.chart(figs["grad"], plots.title(name, "gradient norms"), key="train_grad")
+        widgets.chart(figs["tps"], plots.title(name, "tokens per second"), key="train_tps",
+                      look_for="a flat line; dips are evaluations, snapshots or a busy machine.")
+    widgets.chart(figs["grad"], plots.title(name, "gradient norms"), key="train_grad",
+                  look_for="a bright vertical band is a gradient spike; one block far brighter than the others "
+                           "for long is where training is unstable.")
     if figs.get("acts") is not None:
         widgets.chart(figs["acts"], plots.title(name, "activations", f"step {figs['acts_step']}"), key="train_acts")
 

@@ -29,10 +29,12 @@ def toolbar_config(name: str) -> dict:
 
 
 def chart(fig: go.Figure, name: str, key: str, df: pd.DataFrame | None = None,
-          on_select: Callable | None = None, run_config: dict | None = None) -> None:
-    """st.plotly_chart drawn as exported (no Streamlit theme), then the export buttons."""
+          on_select: Callable | None = None, run_config: dict | None = None, look_for: str | None = None) -> None:
+    """st.plotly_chart drawn as exported (no Streamlit theme), a one-line 'what to look for', the export buttons."""
     kwargs = {"on_select": on_select, "selection_mode": "points"} if on_select else {}
     st.plotly_chart(fig, key=key, theme=None, config=toolbar_config(name), **kwargs)
+    if look_for:
+        st.caption(f":material/visibility: **What to look for:** {look_for}")
     export_buttons(fig, df, name, key)
 
 
