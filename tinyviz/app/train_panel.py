@@ -18,7 +18,7 @@ from tinyviz.analysis import plots, probes
 from tinyviz.app import loaders, state, widgets
 from tinyviz.app.registry import RegistryFull, registry
 from tinyviz.training import health
-from tinyviz.training.runs import RunError
+from tinyviz.training.runs import CONFIG, RunError, file_version
 
 REFRESH_S = 2.0  # the numbers and the loss curve; the slower charts change only when a snapshot lands
 STATUS_ICONS = {"running": ":green[:material/play_circle:]", "done": ":green[:material/check_circle:]",
@@ -140,7 +140,7 @@ def _charts(run_id: str, view: dict) -> None:
     bucket = max(10, (run.config.train.snapshot_interval or 100) // 2)
     upto = last["step"] // bucket * bucket if view["alive"] else last["step"]
     upto = upto or last["step"]
-    version = loaders.weights_version(run_id), (Path(run_id) / "config.json").stat().st_mtime_ns
+    version = loaders.weights_version(run_id), file_version(run_id, CONFIG)
     figs = _slow_figures(run_id, upto, version, _metrics=[r for r in metrics if r["step"] <= upto])
     heads = figs.get("heads")
     if heads is not None:
