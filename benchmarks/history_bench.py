@@ -95,7 +95,7 @@ def dynamics_time(tmp: Path, quick: bool) -> dict:
     return out
 
 
-def redraw(demo: Path, tmp: Path) -> dict:
+def redraw(demo: Path, tmp: Path, quick: bool = False) -> dict:
     """Seconds of one AppTest rerun of a page after the step control moves to a step not seen before."""
     from streamlit.testing.v1 import AppTest
 
@@ -107,11 +107,11 @@ def redraw(demo: Path, tmp: Path) -> dict:
         return {"error": f"{demo} kept {len(steps)} steps; the step control needs a run with history"}
     out = {}
     app = str(Path(__file__).resolve().parents[1] / "app.py")
-    for page in ("heads", "sample", "predictions"):
+    for page in ("heads",) if quick else ("heads", "sample", "predictions"):
         at = AppTest.from_file(app, default_timeout=120).run()
         at.switch_page(f"app_pages/{page}.py").run()
         times = []
-        for step in steps[len(steps) // 3::max(1, len(steps) // 6)][:4]:
+        for step in steps[len(steps) // 3::max(1, len(steps) // 6)][:1 if quick else 4]:
             slider = next(s for s in at.sidebar.select_slider if s.key.startswith("sidebar_step"))
             t0 = time.perf_counter()
             slider.set_value(step).run()
@@ -125,7 +125,7 @@ def run_all(quick: bool, demo: Path) -> dict:
         tmp = Path(d)
         res = {"loadavg_start": list(os.getloadavg()), "bytes": bytes_per_run(tmp, quick),
                "lab_overhead": lab_overhead(tmp, quick), "dynamics": dynamics_time(tmp, quick),
-               "redraw": redraw(demo, tmp)}
+               "redraw": redraw(demo, tmp, quick)}
     res["loadavg_end"] = list(os.getloadavg())
     return res
 
