@@ -56,7 +56,8 @@ def test_without_a_browser_images_say_so_and_the_rest_still_works(heatmap, monke
         export.to_image(heatmap, "png")
     data, notes = export.bundle([("big", heatmap, None)], config={"model": {}})
     names = zipfile.ZipFile(io.BytesIO(data)).namelist()
-    assert sorted(names) == ["big.csv", "big.html", "config.json"]
+    # no PNG/SVG, but the HTML (which loads the bundle's one shared plotly.min.js), the CSV and the config
+    assert sorted(names) == ["big.csv", "big.html", "config.json", "plotly.min.js"]
     assert notes == [export.NO_BROWSER]
 
 
