@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from tinyviz.config import apply_overrides, preset
 
@@ -14,3 +15,12 @@ TINY = [
 def tiny_cfg():
     """A config that trains 40 steps in about a second."""
     return apply_overrides(preset("micro"), TINY)
+
+
+@pytest.fixture
+def one_thread():
+    """Bit-for-bit comparisons need one fixed thread count; restore torch's afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

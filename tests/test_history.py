@@ -22,14 +22,6 @@ from tinyviz.training.session import TrainingSession
 from tinyviz.training.trainer import Trainer
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_schedule_is_dense_early_sparse_late_and_bounded():
     train = preset("induction").train
     steps = schedule(train)

@@ -25,15 +25,6 @@ from tinyviz.training.runs import Run, RunError
 from tinyviz.training.session import TrainingSession
 
 
-@pytest.fixture
-def one_thread():
-    """Bit-for-bit comparisons need one fixed thread count; restore torch's afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # -- faults: kill -9 ------------------------------------------------------------------------------
 def subprocess_env():
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))

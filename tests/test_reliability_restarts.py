@@ -14,7 +14,6 @@ import sys
 import time
 
 import pytest
-import torch
 from reliability_helpers import ROOT, same_weights, tiny_cfg, weights
 
 from tinyviz.training.runs import Run
@@ -39,14 +38,6 @@ for t in threads:
 for t in threads:
     t.join()
 """
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def metric_lines(path):
@@ -135,3 +126,57 @@ def test_the_train_page_offers_resume_for_a_run_whose_server_died(killed, tmp_pa
         assert Run.open(root / "a").state()["status"] == "done"
     finally:
         registry().stop_all()
+
+
+# A stand-in for the app's server: starts a training the way its registry does (child_env, the CLI
+# in a child process), prints the child's pid, then waits to be killed.
+APP = """
+import subprocess, sys, time
+sys.path.insert(0, "tests")
+from reliability_helpers import TINY
+from tinyviz.app.registry import child_env
+sets = [a for s in TINY + sys.argv[2].split(",") for a in ("--set", s)]
+child = subprocess.Popen([sys.executable, "-m", "tinyviz", "train", "--preset", "micro", *sets, "--out", sys.argv[1]],
+                         env=child_env(0), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    stat = f"/proc/{pid}/stat"  # a zombie (exited, not yet reaped by init) has gone as far as we care
+    return os.path.exists(stat) and open(stat).read().rpartition(")")[2].split()[0] == "Z"
+
+
+def test_a_training_the_app_started_stops_cleanly_when_the_server_is_killed(tmp_path):
+    """kill -9 of the server: its training process sees it has gone, stops after the step it is in and
+    saves a checkpoint, so a restarted app shows the run stopped with a Resume (not an orphan it cannot stop)."""
+    out = tmp_path / "run"
+    app = subprocess.Popen([sys.executable, "-c", APP, str(out), ",".join(("steps=100000", "threads=1"))], cwd=ROOT,
+                           env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE, text=True)
+    child = None
+    try:
+        child = int(app.stdout.readline())
+        deadline = time.time() + 120
+        while time.time() < deadline and not ((out / "metrics.jsonl").exists() and metric_lines(out)):
+            time.sleep(0.1)
+        assert metric_lines(out), "the training never started"
+        app.send_signal(signal.SIGKILL)
+        app.wait(30)
+        deadline = time.time() + 60
+        while time.time() < deadline and not _gone(child):
+            time.sleep(0.2)
+        assert _gone(child), "the training outlived the server that started it"
+        state = Run.open(out).state()
+        assert state["status"] == "stopped", state
+        assert 0 < state["step"] < 100000 and Run.open(out).weights_step() == state["step"]
+    finally:
+        for pid in filter(None, [child]):
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)
+        if app.poll() is None:
+            app.kill()

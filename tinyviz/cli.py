@@ -34,6 +34,9 @@ def cmd_train(args) -> int:
     out, stop = Path(args.out), threading.Event()
     # from here on, so that a stop while the run loads (the app's Stop right after Start) is a clean stop too
     previous = signal.signal(signal.SIGINT, _stop_handler(stop))
+    from tinyviz.training.session import stop_with_parent
+
+    stop_with_parent(stop)  # a training the app started stops cleanly if the app's server dies
     try:
         session = _open_session(args, out)
         cfg, trainer = session.run.config, session.trainer

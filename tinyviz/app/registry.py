@@ -30,7 +30,7 @@ import torch
 import tinyviz
 from tinyviz.config import RunConfig
 from tinyviz.training.runs import METRICS, STATE
-from tinyviz.training.session import TrainingSession
+from tinyviz.training.session import STOP_WITH_PARENT, TrainingSession
 
 MAX_CONCURRENT = 2  # trainings at once; each gets its share of the cores
 
@@ -54,6 +54,7 @@ def child_env(others: int) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     env.pop("OMP_WAIT_POLICY", None)  # app.py makes the server's idle threads sleep; a trainer spins as the CLI does
     env["OMP_NUM_THREADS"] = str(max(1, ((os.cpu_count() or 2) - 1) // (others + 1)))
+    env[STOP_WITH_PARENT] = str(os.getpid())  # a server killed mid-run leaves its runs stopped, not orphaned
     return env
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -164,3 +166,25 @@ def _probe_ids(tokenizer, prompt: str, cfg: RunConfig) -> list[int]:
     known = "".join(ch for ch in prompt if not tokenizer.unknown_chars(ch))
     ids = tokenizer.encode(known)
     return ids[: min(PROBE_CHARS, cfg.model.n_ctx)]
+
+
+STOP_WITH_PARENT = "TINYVIZ_STOP_WITH_PARENT"  # the app sets it to its pid for the training processes it starts
+
+
+def stop_with_parent(stop: threading.Event, poll: float = 1.0) -> None:
+    """When the app that started this training dies (kill -9 of the server), stop after the current step and
+    save a checkpoint, so a restarted app shows the run "stopped" with a Resume, not an orphan it cannot stop.
+
+    The parent's death is seen as this process being re-parented (its parent pid changes)."""
+    parent = os.environ.get(STOP_WITH_PARENT, "")
+    if not parent.isdigit() or os.getppid() != int(parent):
+        return
+
+    def watch():
+        while not stop.wait(poll):
+            if os.getppid() != int(parent):
+                print("the app that started this run has gone; stopping after this step and saving a checkpoint",
+                      file=sys.stderr)
+                stop.set()
+
+    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
