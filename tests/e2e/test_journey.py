@@ -63,27 +63,29 @@ def test_while_training_the_sidebar_and_compare_refresh_without_a_reload(page, a
     open_page(page, app_url, "train", "Train")
     pick(page, "train_preset", "micro")
     fill(page, "cfg_micro_train_steps", 20000)
+    # the suggested name: earlier browser tests on this server may have used micro-tinytales-1 already
+    name = page.locator('[class*="st-key-train_name_"] input').first.input_value()
     button(page, "train_start").click()
-    page.get_by_role("heading", name="micro-tinytales-1 · training").wait_for(timeout=120_000)
+    page.get_by_role("heading", name=f"{name} · training").wait_for(timeout=120_000)
     first = sidebar_step(page)
     deadline = time.monotonic() + 120
     while sidebar_step(page) <= max(first, 0):
         assert time.monotonic() < deadline, "the sidebar's step did not move"
         time.sleep(0.5)
     time.sleep(6)  # the toast's lifetime
-    assert page.get_by_text("Started micro-tinytales-1").count() == 0, "the 'Started' message stayed"
+    assert page.get_by_text(f"Started {name}").count() == 0, "the 'Started' message stayed"
     shot(page, "journey-train-live")
     page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Compare").click()
     page.get_by_role("heading", name="Compare", level=1).wait_for()
     settle(page)
     runs = page.locator(f"{by_key('compare_runs')}")
-    if "micro-tinytales-1" not in runs.text_content():
+    if name not in runs.text_content():
         runs.locator("input").first.click()
-        page.get_by_role("option", name="micro-tinytales-1").click()
+        page.get_by_role("option", name=name).click()
         page.keyboard.press("Escape")
         settle(page)
     plot = page.locator(f"{by_key('compare_loss')} .js-plotly-plot").first
-    count = ("el => Math.max(...el.data.filter(t => (t.name || '').startsWith('micro-tinytales-1'))"
+    count = (f"el => Math.max(...el.data.filter(t => (t.name || '').startsWith('{name}'))"
              ".map(t => t.x ? t.x.length : 0))")
     before = plot.evaluate(count)
     deadline = time.monotonic() + 120
