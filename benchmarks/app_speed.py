@@ -45,22 +45,68 @@ def _lines(path: Path) -> int:
         return 0
 
 
-def _watch(metrics: Path, steps: int, alive, timeout: float) -> list[tuple[float, int]]:
-    """(time, steps logged) every 0.1 s until the run has logged `steps` steps or alive() turns False."""
+def _cpu_seconds() -> dict[int, tuple[int, float]]:
+    """{pid: (parent pid, CPU seconds used so far)} for every process this machine shows in /proc."""
+    tick, out = os.sysconf("SC_CLK_TCK"), {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(d.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def _cpu_groups(server: int | None) -> dict[str, float]:
+    """CPU seconds so far of the server itself, its children (the trainer) and the browser (this
+    process's other descendants): the panel's cost is what the server and the browser use."""
+    procs = _cpu_seconds()
+
+    def under(root: int) -> set[int]:
+        found, todo = set(), [root]
+        while todo:
+            p = todo.pop()
+            kids = [c for c, (pp, _) in procs.items() if pp == p and c not in found]
+            found.update(kids)
+            todo.extend(kids)
+        return found
+
+    srv = {server} if server else set()
+    trainer = under(server) if server else set()
+    browser = under(os.getpid()) - srv - trainer
+    return {"server": sum(procs[p][1] for p in srv if p in procs),
+            "trainer": sum(procs[p][1] for p in trainer if p in procs),
+            "browser": sum(procs[p][1] for p in browser if p in procs)}
+
+
+def _watch(metrics: Path, steps: int, alive, timeout: float, server: int | None = None) -> list[tuple]:
+    """(time, steps logged, CPU seconds by group) every 0.1 s until the run has logged `steps` steps or
+    alive() turns False."""
     trace, deadline = [], time.monotonic() + timeout
     while time.monotonic() < deadline:
         n = _lines(metrics)
-        trace.append((time.monotonic(), n))
+        trace.append((time.monotonic(), n, _cpu_groups(server) if server else {}))
         if n >= steps or not alive():
             break
         time.sleep(0.1)
     return trace
 
 
-def _rate(trace: list[tuple[float, int]], steps: int) -> float | None:
+def _cpu_share(trace: list[tuple], steps: int) -> dict[str, float]:
+    """Each group's CPU use between 10 % and 90 % of the steps, as a fraction of one core."""
+    lo = next((x for x in trace if x[1] >= 0.1 * steps), None)
+    hi = next((x for x in trace if x[1] >= 0.9 * steps), None)
+    if lo is None or hi is None or hi[0] <= lo[0] or not lo[2]:
+        return {}
+    return {k: (hi[2][k] - lo[2][k]) / (hi[0] - lo[0]) for k in lo[2]}
+
+
+def _rate(trace: list[tuple], steps: int) -> float | None:
     """Steps per second between the first sample past 10 % and the first past 90 % of the steps."""
-    lo = next(((t, n) for t, n in trace if n >= 0.1 * steps), None)
-    hi = next(((t, n) for t, n in trace if n >= 0.9 * steps), None)
+    lo = next(((t, n) for t, n, *_ in trace if n >= 0.1 * steps), None)
+    hi = next(((t, n) for t, n, *_ in trace if n >= 0.9 * steps), None)
     if lo is None or hi is None or hi[0] <= lo[0]:
         return None
     return (hi[1] - lo[1]) / (hi[0] - lo[0])
@@ -123,9 +169,9 @@ def _app(preset: str, steps: int, runs: Path, timeout: float, panel: bool = True
                         break
                     time.sleep(0.1)
                 page.goto("about:blank")
-            trace = _watch(metrics, steps, lambda: True, timeout)
+            trace = _watch(metrics, steps, lambda: True, timeout, server=server.pid)
             browser.close()
-        return {"steps_per_s": _rate(trace, steps), **_per_step(metrics)}
+        return {"steps_per_s": _rate(trace, steps), "cpu_cores": _cpu_share(trace, steps), **_per_step(metrics)}
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
@@ -166,7 +212,9 @@ def report(res: dict) -> str:
             f"{app['steps_per_s'] or 0:.1f} steps/s vs CLI {cli['steps_per_s'] or 0:.1f} = {ratio}; per-step "
             f"tokens/s median app {app['median_tokens_per_s']:,.0f} vs CLI {cli['median_tokens_per_s']:,.0f}; steps "
             f"slower than 0.7x the median: app {app['dips']:.1%}, CLI {cli['dips']:.1%}; load "
-            f"{res['load_before'][0]:.1f} -> {res['load_after'][0]:.1f}")
+            f"{res['load_before'][0]:.1f} -> {res['load_after'][0]:.1f}"
+            + ("; CPU while training with the page open (cores): " + ", ".join(
+                f"{k} {v:.2f}" for k, v in app["cpu_cores"].items()) if app.get("cpu_cores") else ""))
 
 
 def main(argv=None) -> int:

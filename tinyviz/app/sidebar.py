@@ -14,7 +14,7 @@ from tinyviz.app.uploads import UploadError, extract_run_zip, import_server_mode
 from tinyviz.training.runs import Run, RunError
 from tinyviz.training.runzip import export_run_zip
 
-LIVE_S = 2.0  # the status line's refresh while a run trains
+LIVE_S = 5.0  # the status line's refresh while a run trains
 URL_PARAM = "run"  # ?run=NAME: the current run's folder name
 STEP_PARAM = "step"  # ?step=N: the step control's choice (absent: the latest)
 

@@ -1,9 +1,10 @@
 """The Train page's live panel: progress, loss, lr, throughput, gradients, activations, health, samples.
 
-It is a fragment that reruns every REFRESH_S = 2 s while its run trains and stops polling when
-the run ends (one full rerun then, so the page settles). It reads the registry's snapshot of a
-training run (its metrics file read incrementally), or the run folder of one that is not training.
-The run trains in its own process, so drawing competes with it for cores, not for an interpreter.
+It is two fragments that rerun while its run trains (the numbers and the loss every REFRESH_S, the other
+charts every SLOW_REFRESH_S) and stop polling when the run ends (one full rerun then, so the page
+settles). It reads the registry's snapshot of a training run (its metrics file read incrementally), or
+the run folder of one that is not training. The run trains in its own process, so drawing competes with
+it for cores, not for an interpreter.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from tinyviz.app.registry import RegistryFull, registry
 from tinyviz.training import health
 from tinyviz.training.runs import CONFIG, RunError, file_version
 
-REFRESH_S = 2.0  # the numbers and the loss curve; the slower charts change only when a snapshot lands
+# How often the live panel redraws while its run trains. Each redraw costs the browser (Streamlit's
+# frontend and Plotly) about 0.3 s of CPU and the server a little; on a 2-core laptop that is CPU the
+# training process needs (benchmarks/app_speed.py measures the split: at 2 s the browser took 0.28 of
+# a core). The numbers and the loss curve come every REFRESH_S; the other charts change only when a
+# snapshot lands, so they come every SLOW_REFRESH_S.
+REFRESH_S = 5.0
+SLOW_REFRESH_S = 15.0
 STATUS_ICONS = {"running": ":green[:material/play_circle:]", "done": ":green[:material/check_circle:]",
                 "stopped": ":orange[:material/pause_circle:]", "failed": ":red[:material/error:]",
                 "ready": ":gray[:material/radio_button_unchecked:]", "new": ":gray[:material/radio_button_unchecked:]"}
@@ -57,9 +64,14 @@ def live_panel(run_id: str) -> None:
         if running and not view["alive"]:
             st.rerun(scope="app")  # the run ended: redraw once without polling
         _progress(view)
-        _charts(run_id, view)
+        _numbers(run_id, view)
+
+    @st.fragment(run_every=SLOW_REFRESH_S if running else None)
+    def slower():
+        _slow_charts(run_id, _view(run_id))
 
     panel()
+    slower()
 
 
 def control_key(action: str, run_id: str) -> str:
@@ -105,10 +117,8 @@ def _progress(view: dict) -> None:
         (st.error if view["status"] == "failed" else st.info)(widgets.sentence(view["message"]))
 
 
-def _charts(run_id: str, view: dict) -> None:
-    """Every refresh: the numbers and the loss curve. The slower charts (lr, tokens/s, gradients,
-    activations, heads) are drawn from the records up to a step that moves every half snapshot
-    interval, so between those steps they are the same figures, built once (cached) and not redrawn."""
+def _numbers(run_id: str, view: dict) -> None:
+    """Every REFRESH_S: the numbers, health, the loss curve and the sample preview."""
     metrics, name = view["metrics"], Path(run_id).name
     if not metrics:
         st.info("No steps logged yet; the charts appear with the first step.")
@@ -136,6 +146,16 @@ def _charts(run_id: str, view: dict) -> None:
     if samples:
         st.markdown(f"**Sample preview** (greedy, step {samples[-1]['step']})")
         st.code(samples[-1]["extra"]["sample"], language=None, wrap_lines=True)
+
+
+def _slow_charts(run_id: str, view: dict) -> None:
+    """Every SLOW_REFRESH_S: lr, tokens/s, gradients, activations and heads, drawn from the records up to
+    a step that moves every half snapshot interval (between those steps they are the same cached figures)."""
+    metrics, name = view["metrics"], Path(run_id).name
+    if not metrics:
+        return
+    last = metrics[-1]
+    run = loaders.open_run(run_id)
     # while training, the slower charts move in steps of half a snapshot interval (every refresh at first)
     bucket = max(10, (run.config.train.snapshot_interval or 100) // 2)
     upto = last["step"] // bucket * bucket if view["alive"] else last["step"]
