@@ -41,9 +41,10 @@ def test_importance_at_the_last_step_equals_the_ablation_numbers(every_step_run,
     assert measured["imp_probe"][-1].tolist() == today
 
 
-def test_importance_on_a_batch_equals_one_ablation_at_a_time():
+@pytest.mark.parametrize("switches", [{}, {"norm_position": "post"}, {"residual": False}, {"pos_emb": "rope"}])
+def test_importance_on_a_batch_equals_one_ablation_at_a_time(switches):
     torch.manual_seed(0)
-    model = Transformer(ModelConfig(n_layers=2, n_heads=3, d_model=24, d_vocab=11, n_ctx=16)).eval()
+    model = Transformer(ModelConfig(n_layers=3, n_heads=3, d_model=24, d_vocab=11, n_ctx=16, **switches)).eval()
     batch = torch.randint(0, 11, (3, 16))
 
     def loss(m):
@@ -52,8 +53,8 @@ def test_importance_on_a_batch_equals_one_ablation_at_a_time():
 
     with torch.no_grad():
         clean = loss(model)
-        expected = np.zeros((2, 3))
-        for l in range(2):
+        expected = np.zeros((3, 3))
+        for l in range(3):
             for h in range(3):
                 with model.hooks([zero_head(l, h)]):
                     expected[l, h] = loss(model) - clean

@@ -22,18 +22,19 @@ run's kept steps with them). A probe prompt is ``[T]`` token ids; a validation b
 from __future__ import annotations
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 
 from tinyviz.analysis import probes
 from tinyviz.model.hooks import zero_head
 
-IMPORTANCE_ROWS = 4  # validation rows for head importance: (L*H+1) copies of them run in one forward pass
+IMPORTANCE_ROWS = 4  # validation rows for head importance (each layer's H ablations run on H copies of them)
 
 
 def head_importance(model, tokens) -> np.ndarray:
     """[L, H]: the mean loss on tokens ([T] or [B, T]) with each head alone zero-ablated, minus the clean
     loss. On one prompt it is ``probes.ablation_loss(model, tokens, [(l, h)])["delta"]`` itself; on a batch
-    every ablation runs in one forward pass over L*H+1 copies of the batch (copy 0 clean)."""
+    the ablations of one layer run together, on H copies of the batch from that layer on."""
     toks = probes._batch(model, tokens, single=False, min_len=2)
     cfg = model.cfg
     L, H, B = cfg.n_layers, cfg.n_heads, toks.shape[0]
@@ -50,20 +51,40 @@ def head_importance(model, tokens) -> np.ndarray:
                         out[l, h] = loss() - clean
         return out
 
-    def zero_copies(layer: int):
-        def fn(z, name):  # z: [(L*H+1)*B, T, H, d_head]; copy 1 + layer*H + h loses head h
-            z = z.clone().view(L * H + 1, B, *z.shape[1:])
-            for h in range(H):
-                z[1 + layer * H + h, :, :, h] = 0.0
-            return z.view(-1, *z.shape[2:])
-        return f"blocks.{layer}.attn.hook_z", fn
+    # A head of layer l changes nothing before block l: run the clean pass once, keep each block's input,
+    # and for layer l run only blocks l.. on H copies of it (copy h loses head h). That is
+    # sum_l H * (L - l) / L batch passes instead of L * H: 0.65x the work at 4 layers.
+    resid: dict[int, torch.Tensor] = {}
 
-    rep = toks.repeat(L * H + 1, 1)
-    with probes._inference(model), model.hooks([zero_copies(l) for l in range(L)]):
-        logits = model(rep).float()
-        loss = F.cross_entropy(logits[:, :-1].transpose(1, 2), rep[:, 1:], reduction="none")  # [K*B, T-1]
-    per_copy = loss.view(L * H + 1, -1).mean(1).double().cpu().numpy()
-    return (per_copy[1:] - per_copy[0]).reshape(L, H)
+    def keep(layer: int):
+        def fn(x, name):
+            resid[layer] = x
+            return x
+        return f"blocks.{layer}.hook_resid_pre", fn
+
+    def zero_copies(z, name):  # z: [H*B, T, H, d_head]; copy h loses head h
+        z = z.clone().view(H, B, *z.shape[1:])
+        for h in range(H):
+            z[h, :, :, h] = 0.0
+        return z.view(-1, *z.shape[2:])
+
+    def mean_loss(logits, targets) -> torch.Tensor:  # [K*B, T, V] -> [K]: each copy's mean loss
+        loss = F.cross_entropy(logits.float()[:, :-1].transpose(1, 2), targets[:, 1:], reduction="none")
+        return loss.view(-1, B * (targets.shape[1] - 1)).mean(1)
+
+    out = np.zeros((L, H), np.float64)
+    with probes._inference(model):
+        with model.hooks([keep(l) for l in range(L)]):
+            clean = float(mean_loss(model(toks), toks)[0])
+        rep = toks.repeat(H, 1)
+        for layer in range(L):
+            x = resid[layer].repeat(H, 1, 1)
+            with model.hooks([(f"blocks.{layer}.attn.hook_z", zero_copies)]):
+                for block in model.blocks[layer:]:
+                    x = block(x)
+            logits = model.W_U(model.hook_final(model.ln_final(x)))
+            out[layer] = mean_loss(logits, rep).double().cpu().numpy() - clean
+    return out
 
 
 def loss_by_position(model, batch) -> np.ndarray:

@@ -11,6 +11,7 @@ import streamlit as st
 
 from tinyviz.analysis import dynamics, probes
 from tinyviz.app import loaders
+from tinyviz.app.registry import every_core_while_idle
 from tinyviz.config import RunConfig, SampleConfig
 from tinyviz.data.text import visible
 from tinyviz.model.sampling import SampleResult, generate
@@ -145,14 +146,15 @@ def training_dynamics(run_id: str, on_progress=None) -> dict:
     _, _, note = _dynamics_inputs(run_id, loaders.config_version(run_id))
     notes = [note] if note else []
     kept, stats = [], []
-    for i, step in enumerate(steps):
-        try:
-            stats.append(_step_dynamics(run_id, step, loaders.weights_version(run_id, step)))
-            kept.append(step)
-        except RunError as e:
-            notes.append(str(e))
-        if on_progress is not None:
-            on_progress(i + 1, len(steps))
+    with every_core_while_idle():
+        for i, step in enumerate(steps):
+            try:
+                stats.append(_step_dynamics(run_id, step, loaders.weights_version(run_id, step)))
+                kept.append(step)
+            except RunError as e:
+                notes.append(str(e))
+            if on_progress is not None:
+                on_progress(i + 1, len(steps))
     return {**dynamics.stack(kept, stats), "notes": notes}
 
 

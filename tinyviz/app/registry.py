@@ -44,6 +44,29 @@ def configure_threads() -> int:
     return n
 
 
+_cores = threading.Lock()
+_cores_users = 0
+
+
+@contextlib.contextmanager
+def every_core_while_idle():
+    """Page work that takes seconds (the Dynamics page's first pass over a run's kept steps) uses every
+    core while no training runs in this app, and the server's share (configure_threads) again after.
+    torch's thread count is process-wide, so overlapping users are counted and the last one restores it."""
+    global _cores_users
+    with _cores:
+        _cores_users += 1
+        if _cores_users == 1 and not registry().running():
+            torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        yield
+    finally:
+        with _cores:
+            _cores_users -= 1
+            if _cores_users == 0:
+                configure_threads()
+
+
 def child_env(others: int) -> dict[str, str]:
     """The training process's environment: this tinyviz on its import path, and the cores less one (for
     the server and the browser drawing the live panel) shared between the trainings. Measured on 2 cores
