@@ -53,7 +53,7 @@ from tinyviz.config import (
     preset,
 )
 from tinyviz.data.text import prepare
-from tinyviz.model.sampling import encode_prompt, generate
+from tinyviz.model.sampling import Generation, default_new_tokens, encode_prompt, generate
 from tinyviz.training.runs import Run
 from tinyviz.training.session import TrainingSession
 from tinyviz.training.trainer import Trainer
@@ -292,6 +292,7 @@ def bench_big(args, tmp: Path) -> dict:
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     from tinyviz.analysis import plots
+    from tinyviz.app import widgets  # the Sample page's html of the shaded tokens
     from tinyviz.data.foreign import HFTokenizer
     from tinyviz.model.transformer import Transformer
 
@@ -319,6 +320,18 @@ def bench_big(args, tmp: Path) -> dict:
                                      labels[0][0])
         return len(grid.to_json()) + len(big_fig.to_json())
 
+    # The Sample page's default length for this size, its first token (what a streamed page shows first)
+    # and what drawing the growing text costs; the sampler makes exactly one forward pass per new token.
+    n_default = default_new_tokens(sum(p.numel() for p in model.parameters()))
+    sample_cfg = SampleConfig(max_new_tokens=n_default, temperature=1.0, seed=0)
+
+    def first_token():
+        return next(iter(Generation(model, tok, prompt, sample_cfg)))
+
+    def sample_page_draw(result):  # the html the page sends at each redraw, for the whole text at the end
+        labels, values, tips = widgets.sample_tokens(tok, result)
+        return widgets.token_html(labels, [None if v is None else 1 - v for v in values], tips, (255, 127, 14))
+
     timings = {
         "capture (attention patterns)": lambda: probes.attention_patterns(model, ids),
         "heads page (patterns, scores, grid + heatmap JSON)": heads_page,
@@ -328,14 +341,29 @@ def bench_big(args, tmp: Path) -> dict:
         f"sample {new} new tokens (KV cache)": lambda: generate(model, tok, prompt, SampleConfig(
             max_new_tokens=new, temperature=1.0, seed=0)),
         "one head zero-ablated (one forward)": lambda: probes.ablation_loss(model, ids, [(0, 0)]),
+        "Sample page: first token (prompt pass + draw)": first_token,
+        f"Sample page: default {n_default} new tokens": lambda: generate(model, tok, prompt, sample_cfg),
     }
+    forwards = []
+    hook = model.register_forward_pre_hook(lambda m, a: forwards.append(a[0].shape[1]))
+    result = generate(model, tok, prompt, sample_cfg)
+    hook.remove()
+    t0 = time.perf_counter()
+    html = sample_page_draw(result)
+    draw_s = time.perf_counter() - t0
     out = {"config": big, "n_params": sum(p.numel() for p in model.parameters()), "prompt_tokens": len(ids),
-           "build_s": build_s, "new_tokens": new, "heads_json_bytes": heads_page(), "pages": {}, "cpu_s": {}}
+           "build_s": build_s, "new_tokens": new, "heads_json_bytes": heads_page(), "pages": {}, "cpu_s": {},
+           "sample_default_tokens": n_default, "forwards_per_new_token": (len(forwards) - 1) / (n_default - 1),
+           "sample_draw_ms": draw_s * 1e3, "sample_draw_bytes": len(html), "per_token_ms": {}}
     n = 2 if args.quick else 3
     threads = torch.get_num_threads()
     for label, t in (("threads", threads), ("1 thread", 1)):
         torch.set_num_threads(t)
         out["pages"][label] = {name: summary(repeat(fn, n)) for name, fn in timings.items()}
+        rows = out["pages"][label]
+        whole, first = rows[f"Sample page: default {n_default} new tokens"], rows["Sample page: first token "
+                                                                                     "(prompt pass + draw)"]
+        out["per_token_ms"][label] = (whole["median"] - first["median"]) / (n_default - 1) * 1e3
     # On a shared machine wall time grows with the neighbours' load; one thread's CPU seconds do not
     # (much): they are what the page would take on an idle core.
     torch.set_num_threads(1)
@@ -443,6 +471,12 @@ def report(res: dict) -> str:
                 lines.append(f"  {name + ' (' + (str(b['threads']) if label == 'threads' else '1') + ' thr)':<62}"
                              f"{fmt(s, 1, 2):>20}")
         lines += [f"  {name + ' (CPU s, 1 thread)':<62}{b['cpu_s'][name]:>20.2f}" for name in b["cpu_s"]]
+        if "per_token_ms" in b:
+            lines += [f"  Sample page: {b['sample_default_tokens']} new tokens by default; per new token "
+                      + ", ".join(f"{ms:.0f} ms ({b['threads'] if label == 'threads' else 1} thr)"
+                                  for label, ms in b["per_token_ms"].items())
+                      + f"; forward passes per new token {b['forwards_per_new_token']:.2f}; drawing the text "
+                      f"{b['sample_draw_ms']:.1f} ms ({b['sample_draw_bytes'] / 1e3:.0f} kB of html)"]
     if res.get("history"):
         lines += ["", history_bench.report(res["history"])]
     lines += ["", app_speed.report(res.get("app") or {"skipped": "not run"})]

@@ -9,6 +9,7 @@ import pytest
 
 from tinyviz.app import analysis
 from tinyviz.config import apply_overrides, preset
+from tinyviz.training.runs import Run
 from tinyviz.training.session import TrainingSession
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
@@ -157,6 +158,23 @@ def test_sample_resamples_when_a_slider_moves(runs_root):
     assert at.get("html")[0].proto.body != before
     at.slider(key="sample_step").set_value(3).run()
     assert any("token 3" in t for t in chart_titles(ok(at)))
+
+
+def test_sample_length_defaults_by_model_size_and_a_chosen_length_stays(runs_root, monkeypatch):
+    from tinyviz import resources
+    from tinyviz.model import sampling
+
+    at = ok(app("sample"))
+    assert at.slider(key="sample_length").value == 150  # a small model: the page's default since it was made
+    assert not any("by default for a model this size" in c.value for c in at.caption)
+    n = resources.n_params(Run.open(runs_root / "demo").config.model)
+    monkeypatch.setattr(sampling, "READ_BYTES_PER_S", n * 90)  # 44 ms a token: 36 fit in 1.6 s
+    at = ok(app("sample"))
+    assert at.slider(key="sample_length").value == 30 and at.slider(key="sample_step").max == 30
+    assert any("30 new tokens by default for a model this size" in c.value for c in at.caption)
+    at.slider(key="sample_length").set_value(60).run()
+    monkeypatch.setattr(sampling, "READ_BYTES_PER_S", n * 10_000)  # another default: the person's 60 stays
+    assert ok(at.run()).slider(key="sample_length").value == 60 and at.slider(key="sample_step").max == 60
 
 
 def test_predictions_top_k(runs_root):

@@ -6,8 +6,9 @@ from conftest import TINY
 
 from tinyviz.config import ModelConfig, SampleConfig, apply_overrides, preset
 from tinyviz.data.text import CharTokenizer, UnknownCharactersError
-from tinyviz.model.sampling import generate, next_token_probs
+from tinyviz.model.sampling import Generation, default_new_tokens, generate, next_token_probs
 from tinyviz.model.transformer import Transformer
+from tinyviz.resources import n_params
 from tinyviz.training.runs import Run
 from tinyviz.training.session import TrainingSession
 
@@ -214,3 +215,54 @@ def test_a_non_causal_model_samples_the_same_with_or_without_the_cache_flag():
     a = generate(model, tok, "abc", cfg, use_cache=True)
     b = generate(model, tok, "abc", cfg, use_cache=False)
     assert [s.prob for s in a.steps] == pytest.approx([s.prob for s in b.steps], abs=1e-6)
+
+
+@pytest.mark.parametrize("cfg", [
+    SampleConfig(max_new_tokens=150, temperature=0),
+    SampleConfig(max_new_tokens=150, temperature=1.0, top_p=0.9, seed=3),
+], ids=["greedy", "sampled"])
+def test_a_streamed_sample_hands_over_each_token_as_drawn_and_equals_the_whole_sample(trained, cfg):
+    # the Sample page shows the text as it grows (analysis.sample); what it ends with must be generate()'s
+    model, tok = trained
+    forwards = []
+    hook = model.register_forward_pre_hook(lambda m, args: forwards.append(args[0].shape[1]))
+    try:
+        gen = Generation(model, tok, "Once upon", cfg)
+        seen = []
+        for step in gen:
+            seen.append(step)
+            assert gen.steps == seen
+            if len(seen) == 1:
+                assert forwards == [len(tok.encode("Once upon"))]  # the first token came after the prompt's pass
+    finally:
+        hook.remove()
+    whole = generate(model, tok, "Once upon", cfg)  # 150 tokens run past n_ctx=128: the window jump is streamed too
+    assert gen.result() == whole and seen == whole.steps
+    assert whole.text == "".join(s.text for s in seen)  # char tokenizer: the streamed pieces are the text
+
+
+def test_a_stream_stopped_early_restores_the_models_mode_and_cannot_be_resumed(trained):
+    model, tok = trained
+    model.train()
+    try:
+        gen = Generation(model, tok, "Once", SampleConfig(max_new_tokens=20))
+        it = iter(gen)
+        next(it)
+        it.close()  # what a rerun of the page mid-stream does
+        assert model.training and len(gen.steps) == 1
+        with pytest.raises(RuntimeError, match="iterated once"):
+            gen.result()
+    finally:
+        model.eval()
+
+
+def test_the_default_length_is_150_for_small_models_and_under_2_s_of_weight_reads_for_large_ones():
+    demo = Run.open(DEMO).config.model
+    assert default_new_tokens(n_params(demo)) == 150  # the Sample page's default since it was made
+    gpt2_small = ModelConfig(n_layers=12, n_heads=12, d_model=768, n_ctx=1024, d_vocab=50257, mlp="gelu_tanh")
+    assert n_params(gpt2_small) == 124_439_808
+    assert default_new_tokens(n_params(gpt2_small)) == 20  # 20 x 62 ms of reading 498 MB at 8 GB/s: 1.2 s
+    sizes = [10**5, 10**7, 3 * 10**7, 6 * 10**7, 10**8, 3 * 10**8, 10**9, 10**10]
+    lengths = [default_new_tokens(n) for n in sizes]
+    assert lengths == sorted(lengths, reverse=True) and lengths[-1] == 10
+    assert all(n % 10 == 0 and 10 <= n <= 150 for n in lengths)

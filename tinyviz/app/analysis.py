@@ -5,6 +5,11 @@ Pages stay layout only; the arithmetic lives here and in tinyviz.analysis.probes
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -14,7 +19,7 @@ from tinyviz.app import loaders
 from tinyviz.app.registry import every_core_while_idle
 from tinyviz.config import RunConfig, SampleConfig
 from tinyviz.data.text import visible
-from tinyviz.model.sampling import SampleResult, generate
+from tinyviz.model.sampling import Generation, SampleResult
 from tinyviz.training import dynamics as dynamics_store
 from tinyviz.training.runs import Run, RunError
 
@@ -90,10 +95,43 @@ def single_head_ablation(run_id: str, step: int | None, version: int, ids: tuple
     return dynamics.head_importance(loaders.model(run_id, step), list(ids)).astype(np.float32)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def sample(run_id: str, step: int | None, version: int, prompt: str, cfg: SampleConfig) -> SampleResult:
-    """generate() with the weights at step (None: the latest), cached per prompt and settings."""
-    return generate(loaders.model(run_id, step), loaders.tokenizer(run_id), prompt, cfg)
+SAMPLES_KEPT = 64  # finished samples kept for every session, newest used last
+DRAW_EVERY_S = 0.1  # a streamed sample is redrawn at most this often (and after its first token)
+
+
+@st.cache_resource(show_spinner=False)
+def _samples() -> tuple[OrderedDict, threading.Lock]:
+    return OrderedDict(), threading.Lock()
+
+
+def sample(run_id: str, step: int | None, version: int, prompt: str, cfg: SampleConfig,
+           draw: Callable[[Generation], None] | None = None) -> SampleResult:
+    """generate() with the weights at step (None: the latest), kept per prompt and settings (the last 64).
+
+    A sample not kept yet is drawn token by token: draw(generation) is called after its first token and
+    then at most every DRAW_EVERY_S while more come (generation.prompt, .steps and .notices so far), so a
+    page can show the text as it grows. The result is generate()'s for the same arguments. A bad prompt
+    raises ValueError before any token; a rerun of the page mid-stream stops it and keeps nothing.
+    """
+    key = (run_id, step, version, prompt, cfg)
+    kept, lock = _samples()
+    with lock:
+        if key in kept:
+            kept.move_to_end(key)
+            return kept[key]
+    gen = Generation(loaders.model(run_id, step), loaders.tokenizer(run_id), prompt, cfg)
+    last = None
+    for n, _ in enumerate(gen, 1):
+        now = time.monotonic()
+        if draw is not None and n < cfg.max_new_tokens and (last is None or now - last >= DRAW_EVERY_S):
+            draw(gen)
+            last = time.monotonic()  # drawing's own time does not count as waiting
+    result = gen.result()
+    with lock:
+        kept[key] = result
+        while len(kept) > SAMPLES_KEPT:
+            kept.popitem(last=False)
+    return result
 
 
 def loss_tokens(tokenizer, ids: list[int], losses: np.ndarray, top_ids: np.ndarray):

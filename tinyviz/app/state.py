@@ -46,6 +46,7 @@ SAMPLE_TOP_K = "sample_top_k"
 SAMPLE_TOP_P = "sample_top_p"
 SAMPLE_SEED = "sample_seed"
 SAMPLE_LEN = "sample_length"
+SAMPLE_LEN_DEFAULT = "sample_length_default"  # the default length last given (it depends on the model's size)
 SAMPLE_STEP = "sample_step"
 
 # Dynamics

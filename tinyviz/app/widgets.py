@@ -87,7 +87,9 @@ def _shaded_html(labels: Sequence[str], shades: Sequence[tuple[tuple[int, int, i
                      f'color: {ink}; border-radius: 2px; white-space: pre-wrap">{html.escape(label)}</span>')
         if label.endswith(VISIBLE["\n"]):
             spans.append("<br>")
-    return f'<div style="line-height: 1.8; font-size: 16px; font-family: monospace">{"".join(spans)}</div>'
+    # overflow-wrap: a run of tokens without spaces (char models, word-level vocabularies) wraps at the box's edge
+    style = "line-height: 1.8; font-size: 16px; font-family: monospace; overflow-wrap: anywhere"
+    return f'<div style="{style}">{"".join(spans)}</div>'
 
 
 def token_html(labels: Sequence[str], values: Sequence[float | None], tips: Sequence[str],
@@ -124,7 +126,8 @@ def sample_tokens(tokenizer, result) -> tuple[list[str], list[float | None], lis
     values: list[float | None] = [None] * len(labels)
     tips = ["prompt"] * len(labels)
     for n, step in enumerate(result.steps):
-        labels.append(visible(step.text, spaces=False))
+        # a token that prints nothing (llama2.c's <s> that ends a sample, a lone byte) shows its piece instead
+        labels.append(visible(step.text, spaces=False) or tokenizer.token_str(step.token))
         values.append(step.prob)
         tips.append(f"token {n + 1}: p={step.prob:.3f}")
     return labels, values, tips
