@@ -469,3 +469,30 @@ def test_cli_sample_and_heads_work_on_an_imported_run(tmp_path, capsys):
     assert cli.main(["heads", str(tmp_path / "run"), "--prompt", "a b ab ba", "--json"]) == 0
     heads = json.loads(capsys.readouterr().out)["heads"]
     assert len(heads) == 2 * 4
+
+
+def test_a_llama2c_sample_ends_where_the_model_draws_bos_as_run_c_stops(tmp_path):
+    # run.c's generate loop breaks when the next token is BOS (id 1) and prints nothing for it. A model
+    # whose blocks add nothing and whose classifier row for BOS is the prompt's last token's embedding
+    # draws BOS right after the prompt (greedy): the sample is that one token, and a notice says why.
+    hf = llama(vocab=300, tied=False, seed=4)
+    pieces, scores = sentencepiece_vocab([(" ", -1.0), ("a", -2.0)], size=300)
+    tok = Llama2cTokenizer(pieces, scores)
+    last = tok.encode("ab a")[-1]
+    with torch.no_grad():
+        for layer in hf.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        hf.lm_head.weight.zero_()
+        hf.lm_head.weight[1] = 10 * hf.model.embed_tokens.weight[last]
+    write_llama2c(hf, tmp_path / "model.bin")
+    tokenizer_bin(pieces, scores, tmp_path / "tokenizer.bin")
+    assert _import(tmp_path / "model.bin", tmp_path / "run") == 0
+    run = Run.open(tmp_path / "run")
+    model, tok = run.load_model(), run.tokenizer()
+    for use_cache in (True, False):
+        result = generate(model, tok, "ab a", SampleConfig(max_new_tokens=10, temperature=0), use_cache=use_cache)
+        assert [s.token for s in result.steps] == [1] and result.text == ""
+        assert any("ends a sequence" in n and "after 1 of 10 new tokens" in n for n in result.notices), result.notices
+    tok.stop_ids = frozenset()  # a tokenizer that names no stop token: the same model samples on past BOS
+    assert len(generate(model, tok, "ab a", SampleConfig(max_new_tokens=10, temperature=0)).steps) == 10

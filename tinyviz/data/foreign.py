@@ -124,6 +124,9 @@ class Llama2cTokenizer:
     nothing (run.c stops there)."""
 
     kind = "llama2c"
+    # run.c ends a sample when the model draws BOS (it delimits sequences in llama2.c's training data);
+    # EOS is printed like any piece. The sampler stops after drawing one of these (tinyviz.model.sampling).
+    stop_ids = frozenset({BOS})
 
     def __init__(self, pieces: list[bytes], scores: list[float]):
         if len(pieces) != len(scores) or len(pieces) < 3:
