@@ -19,13 +19,7 @@ run = page.run_header("Dynamics")
 run_id = str(run.path)
 jump = st.session_state.pop(state.DYN_JUMP, None)
 if jump is not None:  # a timeline cell was clicked: open that head at that step on Heads
-    layer, head, step = jump
-    steps = loaders.kept_steps(run_id)
-    state.put(state.STEP, None if steps and step == steps[-1] else step)
-    state.put(state.HEAD_LAYER, layer)
-    state.put(state.HEAD_HEAD, head)
-    state.put(state.HEADS_SOURCE, "Your prompt")
-    st.switch_page("app_pages/heads.py", query_params=page.link_params())
+    page.open_head(run_id, *jump)
 
 kept = run.history.steps()
 if len(kept) < 2:

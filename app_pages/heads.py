@@ -5,7 +5,7 @@ import streamlit as st
 from tinyviz.analysis import plots, probes
 from tinyviz.app import analysis, loaders, page, state, widgets
 
-YOUR_PROMPT, REPLAY = "Your prompt", "Training replay (probe prompt)"
+YOUR_PROMPT, REPLAY = state.YOUR_PROMPT, state.REPLAY
 
 
 def _on_grid_click() -> None:
@@ -71,6 +71,19 @@ with right:
     widgets.chart(big, plots.title(run.name, f"layer {layer} head {head}", f"step {step}"), key="heads_big",
                   look_for="each row is a query token; where its weight sits says what it reads: the token "
                            "before (previous-token), the token after an earlier copy (induction), or the first.")
+
+st.subheader("One token in every head")
+st.caption("Click a token of the prompt to see where it attends in every head at once: one row per head, one column "
+           "per earlier token, darker = more weight (grey: later tokens, which it cannot see).")
+with st.container(key="heads_query_box", border=True):
+    query = widgets.token_picker("Token", tokens, state.HEADS_QUERY, default=len(tokens) - 1,
+                                 help="the attending (query) token; its column is outlined in every head")
+view = plots.token_view(patterns, tokens, query, run.name, step, stats["labels"], causal=cfg.causal)
+widgets.chart(view, plots.title(run.name, f"token {query} in every head", f"step {step}"), key="heads_token_view",
+              df=analysis.query_rows_frame(patterns, tokens, query, cfg.causal),
+              look_for="where each row is darkest: the token before (a previous-token head), the token after an "
+                       "earlier copy of this one (an induction head), or the first token (a sink). Heads that "
+                       "agree read the same thing.")
 
 st.subheader("Scores of every head")
 st.caption("prev_token: attends to the token before · induction: to the token after an earlier copy of itself · "

@@ -273,6 +273,73 @@ def head_grid(patterns: np.ndarray, run: str, step: int | None = None,
     return fig
 
 
+QUERY_COLOUR = "#D55E00"  # Okabe-Ito vermillion: apart from the blue attention scale for every colour vision
+FUTURE_COLOUR = "#d9d9d9"  # keys after the query in a causal model: the head cannot see them
+
+
+def query_rows(patterns: np.ndarray, query: int, causal: bool = True) -> np.ndarray:
+    """[L, H, T]: where token ``query`` attends in every head (row ``query`` of each pattern); in a causal
+    model the keys after it are NaN (masked: it cannot see them)."""
+    p = _check_patterns(patterns)
+    T = p.shape[-1]
+    if not 0 <= query < T:
+        raise ValueError(f"token position {query} is outside the prompt's {T} tokens.")
+    rows = p[:, :, query, :].astype(np.float32)  # a copy: the NaNs below never reach the patterns
+    if causal:
+        rows[..., query + 1:] = np.nan
+    return rows
+
+
+def token_view(patterns: np.ndarray, tokens: Sequence[str], query: int, run: str, step: int | None = None,
+               labels: list[list[str]] | None = None, causal: bool = True) -> go.Figure:
+    """bertviz's head view on tinyviz's grid: where one token (``query``) attends in every head at once.
+
+    One panel per layer (one under the other), one row per head, one column per key token of the prompt;
+    the colour is the attention weight (the same 0..1 single-hue scale as the head heatmaps); the query's
+    column is outlined, its tick label marked; keys a causal model cannot see are grey."""
+    rows = query_rows(patterns, query, causal)
+    L, H, T = rows.shape
+    _check_labels(tokens, T, "the attention patterns")
+    row_px = 20 if H <= 4 else 14 if H <= 8 else 10
+    names = [[f"H{h} " + (_SHORT.get(labels[l][h], labels[l][h]) if labels else "") for h in range(H)]
+             for l in range(L)]
+    gap = 46  # px between layers: the key labels of one and the title of the next
+    plot_px = L * H * row_px + (L - 1) * gap
+    fig = make_subplots(rows=L, cols=1, shared_xaxes=True, subplot_titles=[f"layer {l}" for l in range(L)],
+                        vertical_spacing=gap / plot_px if L > 1 else 0)
+    keys = np.array([f"{i} {tok!r}" for i, tok in enumerate(tokens)], dtype=object)
+    hover = np.broadcast_to(keys, (H, T))  # [H, T]: the key of each cell
+    q = f"{query} {tokens[query]!r}"
+    for l in range(L):
+        fig.add_trace(go.Heatmap(
+            # a list, so the masked keys reach the browser as null (a typed array cannot hold them)
+            z=rows[l].tolist(), x=list(range(T)), y=list(range(H)), coloraxis="coloraxis", customdata=hover,
+            text=[[f"L{l}{names[l][h]}".strip()] * T for h in range(H)],
+            hovertemplate="%{text}<br>query " + q.replace("%", "%%") + "<br>key %{customdata}<br>"
+                          "weight %{z:.3f}<extra></extra>", hoverongaps=False,
+        ), row=l + 1, col=1)
+        fig.add_vrect(x0=query - 0.5, x1=query + 0.5, line=dict(color=QUERY_COLOUR, width=2.5), row=l + 1, col=1)
+        fig.update_yaxes(tickmode="array", tickvals=list(range(H)), ticktext=names[l], autorange="reversed",
+                         showgrid=False, zeroline=False, tickfont_size=10 if H <= 8 else 8, row=l + 1, col=1)
+    axis = _token_axis(tokens, 128 if max(map(len, tokens)) <= 2 else 64)  # characters fit twice as many labels
+    if query not in axis["tickvals"]:  # the query's own label is always shown
+        axis["tickvals"] = sorted([*axis["tickvals"], query])
+    axis["ticktext"] = [f"<b><span style='color:{QUERY_COLOUR}'>{tokens[i]}</span></b>" if i == query else tokens[i]
+                        for i in axis["tickvals"]]
+    fig.update_xaxes(range=[-0.5, T - 0.5], showgrid=False, zeroline=False, tickfont_size=9 if T > 40 else 11,
+                     showticklabels=True, **axis)
+    fig.update_xaxes(title_text="key (attended-to token)", row=L, col=1)
+    _layout(fig, title(f"Where {tokens[query]!r} (position {query}) attends, in every head", run,
+                       step is not None and f"step {step}"),
+            height=plot_px + 150, plot_bgcolor=FUTURE_COLOUR if causal else "white",
+            coloraxis=dict(colorscale=ATTN_SCALE, cmin=0, cmax=1,
+                           colorbar=dict(title="weight", thickness=12, len=min(1.0, 300 / plot_px),
+                                         y=1, yanchor="top")),
+            margin=dict(l=70, r=20, t=70, b=50), hovermode="closest")
+    fig.update_annotations(font_size=12, x=0, xanchor="left")
+    return fig
+
+
 def head_heatmap(pattern: np.ndarray, tokens: Sequence[str], run: str, layer: int, head: int,
                  step: int | None = None, label: str | None = None) -> go.Figure:
     """One head's pattern [T, T] with the prompt's tokens on both axes and the weight on hover."""

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from tinyviz.analysis import dynamics, probes
+from tinyviz.analysis import dynamics, plots, probes
 from tinyviz.app import loaders
 from tinyviz.app.registry import every_core_while_idle
 from tinyviz.config import RunConfig, SampleConfig
@@ -68,6 +68,17 @@ def head_score_row(stats: dict, layer: int, head: int) -> pd.DataFrame:
 def scores_frame(stats: dict) -> pd.DataFrame:
     """Every head as a row: layer, head, label, entropy and each score (the CLI's `heads` table)."""
     return pd.DataFrame.from_records(probes.head_rows(stats))
+
+
+def query_rows_frame(patterns: np.ndarray, tokens: list[str], query: int, causal: bool) -> pd.DataFrame:
+    """The head view as a table: one row per layer, head and key token the query can see."""
+    rows = plots.query_rows(patterns, query, causal)
+    L, H, T = rows.shape
+    return pd.DataFrame.from_records([
+        {"layer": l, "head": h, "query": query, "query_token": tokens[query], "key": k, "key_token": tokens[k],
+         "weight": round(float(rows[l, h, k]), 5)}
+        for l in range(L) for h in range(H) for k in range(T) if not np.isnan(rows[l, h, k])
+    ])
 
 
 def head_from_selection(event) -> tuple[int, int] | None:

@@ -67,6 +67,24 @@ def link_params() -> dict | None:
     return sidebar.link_params(state.get(state.RUN))
 
 
+def open_head(run_id: str, layer: int, head: int, step: int) -> None:
+    """Switch to Heads showing head (layer, head) at `step`: the sidebar's "Weights at step" moves there
+    (None for the latest) and Heads shows the prompt with those weights; a step whose weights were not
+    kept (only its attention snapshot was) opens the training replay at that step instead."""
+    from tinyviz.app import state
+
+    steps = loaders.kept_steps(run_id)
+    if step in steps:
+        state.put(state.STEP, None if step == steps[-1] else step)
+        state.put(state.HEADS_SOURCE, state.YOUR_PROMPT)
+    else:
+        state.put(state.HEADS_SOURCE, state.REPLAY)
+        state.put(state.HEADS_STEP, step)
+    state.put(state.HEAD_LAYER, layer)
+    state.put(state.HEAD_HEAD, head)
+    st.switch_page(PAGES["Heads"][0], query_params=link_params())
+
+
 def shown_step(run: Run) -> int:
     """The step the page shows (the sidebar's "Weights at step")."""
     return loaders.shown_step(str(run.path))

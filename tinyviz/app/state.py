@@ -27,9 +27,12 @@ STEP_SLIDER = "sidebar_step"  # the step slider (a prefix: its key changes with 
 # Heads
 HEADS_PROMPT = "heads_prompt"
 HEADS_SOURCE = "heads_source"
+YOUR_PROMPT, REPLAY = "Your prompt", "Training replay (probe prompt)"  # HEADS_SOURCE's two values
 HEADS_STEP = "heads_step"
 HEADS_GRID = "heads_grid"  # the clickable grid chart's selection state
 HEAD_LAYER = "head_layer"
+HEADS_QUERY = "heads_query"  # the token position the head view shows (kept when the prompt changes)
+HEADS_QUERY_PICKER = "heads_query_picker"  # a prefix: the token picker's key changes with the prompt's tokens
 HEAD_HEAD = "head_head"
 HEADS_ABLATE = "heads_ablate"
 HEADS_ABLATE_ALL = "heads_ablate_all"  # big models: the per-head ablation bars only on request
@@ -52,6 +55,7 @@ SAMPLE_STEP = "sample_step"
 # Dynamics
 DYN_TIMELINE = "dyn_timeline"  # the clickable head timeline's selection state
 DYN_JUMP = "dyn_jump"  # (layer, head, step) picked on the timeline: open it on Heads
+TRAIN_JUMP = "train_jump"  # (layer, head, step) clicked in the Train page's live head grid: open it on Heads
 DYN_A = "dyn_step_a"
 DYN_B = "dyn_step_b"
 DYN_PROMPT = "dyn_prompt"
@@ -63,6 +67,7 @@ TRAIN_SMOOTHING = "train_smoothing"  # the loss chart's EMA slider (one per char
 TRAIN_PRESET = "train_preset"
 TRAIN_SOURCE = "train_source"
 TRAIN_MSG = "train_msg"  # (kind, sentence) after Start / Resume
+TRAIN_HEADS = "train_heads"  # the live head grid's selection state
 
 # Compare
 COMPARE_RUNS = "compare_runs"
@@ -83,8 +88,9 @@ ABLATE_CORPUS = "ablate_corpus"
 SWEEP_FOLDER = "sweep_folder"  # the sweep folder opened on Compare (tinyviz/app/sweep_panel.py)
 SWEEP_CELLS = "sweep_cells"  # suffixed with the folder's name: the cells whose curves are drawn
 
-RUN_SCOPED = (STEP, DYN_TIMELINE, DYN_JUMP, DYN_A, DYN_B, DYN_PROMPT, REPORT_HTML,
-              HEADS_PROMPT, HEADS_STEP, HEADS_GRID, HEAD_LAYER, HEAD_HEAD, HEADS_ABLATE, PRED_PROMPT, PRED_START,
+RUN_SCOPED = (STEP, DYN_TIMELINE, DYN_JUMP, TRAIN_JUMP, DYN_A, DYN_B, DYN_PROMPT, REPORT_HTML,
+              HEADS_PROMPT, HEADS_STEP, HEADS_GRID, HEAD_LAYER, HEAD_HEAD, HEADS_QUERY, HEADS_ABLATE,
+              PRED_PROMPT, PRED_START,
               SAMPLE_PROMPT, SAMPLE_STEP, SAMPLE_TOP_K, COMPARE_PROMPT)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import streamlit as st
 
 from tinyviz.analysis import plots, probes
-from tinyviz.app import loaders, state, widgets
+from tinyviz.app import analysis, loaders, page, state, widgets
 from tinyviz.app.registry import RegistryFull, registry
 from tinyviz.training import health
 from tinyviz.training.runs import CONFIG, RunError, file_version
@@ -60,6 +60,9 @@ def live_panel(run_id: str) -> None:
 
     @st.fragment(run_every=REFRESH_S if running else None)
     def panel():
+        jump = st.session_state.pop(state.TRAIN_JUMP, None)
+        if jump is not None:  # a cell of the head grid was clicked: open that head at that step on Heads
+            page.open_head(run_id, *jump)
         view = _view(run_id)
         if running and not view["alive"]:
             st.rerun(scope="app")  # the run ended: redraw once without polling
@@ -79,6 +82,13 @@ def control_key(action: str, run_id: str) -> str:
     for run A reaches run A only, even if the session has moved on to run B meanwhile; with one
     shared key the click would act on whichever run the latest rerun drew."""
     return f"train_{action}_{zlib.crc32(run_id.encode()):08x}"
+
+
+def _on_heads_click(step: int) -> None:
+    """Keep the clicked head and the grid's step; the fragment's rerun opens it on Heads."""
+    picked = analysis.head_from_selection(st.session_state.get(state.TRAIN_HEADS))
+    if picked is not None:
+        state.put(state.TRAIN_JUMP, (*picked, step))
 
 
 def _on_stop(run_id: str) -> None:
@@ -164,9 +174,11 @@ def _slow_charts(run_id: str, view: dict) -> None:
     figs = _slow_figures(run_id, upto, version, _metrics=[r for r in metrics if r["step"] <= upto])
     heads = figs.get("heads")
     if heads is not None:
-        st.markdown(f"**Heads at step {figs['heads_step']}** (the probe prompt; open the Heads page to explore)")
+        st.markdown(f"**Heads at step {figs['heads_step']}** (the probe prompt; click a head to open it on the "
+                    "Heads page at this step)")
         st.caption(figs["formed"])
-        widgets.chart(heads, plots.title(name, "all heads", f"step {figs['heads_step']}"), key="train_heads",
+        widgets.chart(heads, plots.title(name, "all heads", f"step {figs['heads_step']}"), key=state.TRAIN_HEADS,
+                      on_select=lambda step=figs["heads_step"]: _on_heads_click(step),
                       look_for="a diagonal stripe just below the main diagonal is a previous-token head; an "
                                "'induction' label in layer 1 is the model learning to copy.")
     left, right = st.columns(2)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import html
+import re
+import zlib
 from collections.abc import Callable, Sequence
 
 import pandas as pd
@@ -131,6 +133,41 @@ def sample_tokens(tokenizer, result) -> tuple[list[str], list[float | None], lis
         values.append(step.prob)
         tips.append(f"token {n + 1}: p={step.prob:.3f}")
     return labels, values, tips
+
+
+PILL_TOKENS = 256  # a longer prompt picks its token on a slider: that many buttons no longer read as text
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:])")
+
+
+def token_picker(label: str, tokens: Sequence[str], key: str, default: int, help: str | None = None) -> int:
+    """One token of a prompt, picked by clicking it: the prompt's tokens as a row of buttons (a slider over
+    the positions for a prompt longer than PILL_TOKENS). The position is kept in `key` (a plain state key),
+    so it survives an edit of the prompt (clamped to the new length); the widget's own key changes with
+    the tokens, so a new prompt draws a fresh picker."""
+    n = len(tokens)
+    pos = state.get(key)
+    pos = default if pos is None else min(max(0, int(pos)), n - 1)
+    state.put(key, pos)
+    wkey = f"{key}_picker_{zlib.crc32(chr(10).join(tokens).encode()):08x}"
+    st.session_state[wkey] = pos
+
+    def picked() -> None:
+        if st.session_state.get(wkey) is not None:  # clicking the picked token again un-picks it: keep it
+            state.put(key, st.session_state[wkey])
+
+    if n <= PILL_TOKENS:
+        # the browser names a pick by its label, so a repeated token would pick its last copy: each copy
+        # gets a different number of zero-width spaces after it (invisible) to keep every label unique
+        seen: dict[str, int] = {}
+        labels = []
+        for t in tokens:
+            seen[t] = seen.get(t, -1) + 1
+            labels.append(_MARKDOWN.sub(r"\\\1", t) + "\u200b" * seen[t])
+        st.pills(label, list(range(n)), key=wkey, on_change=picked, help=help, format_func=labels.__getitem__)
+    else:
+        st.select_slider(label, list(range(n)), key=wkey, on_change=picked, help=help,
+                         format_func=lambda i: f"{i} {tokens[i]!r}")  # unique: the position comes first
+    return state.get(key)
 
 
 def encode_or_error(tokenizer, prompt: str, n_ctx: int) -> list[int] | None:

