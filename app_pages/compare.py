@@ -27,7 +27,7 @@ def pick_runs() -> list:
     if state.get(state.COMPARE_RUNS) is None:
         state.put(state.COMPARE_RUNS, ([current] if current in ids else []) + [i for i in ids if i != current][:2])
     state.put(state.COMPARE_RUNS, [i for i in state.get(state.COMPARE_RUNS) if i in ids])
-    chosen = st.multiselect("Runs", ids, key=state.COMPARE_RUNS, format_func=lambda i: Path(i).name,
+    chosen = st.multiselect("Runs", ids, key=state.COMPARE_RUNS, format_func=loaders.display_label,
                             persist_state="session")
     runs = []
     for run_id in chosen:

@@ -64,3 +64,37 @@ def test_the_head_view_of_a_12x12_model_has_one_panel_per_layer_and_stays_on_a_p
 def test_a_query_outside_the_prompt_is_a_sentence():
     with pytest.raises(ValueError, match="outside the prompt's 4 tokens"):
         plots.token_view(np.zeros((1, 1, 4, 4)), list("abcd"), 4, "tiny")
+
+
+# -- ablation and sweep runs in the run store -----------------------------------------------------------
+
+def group_layout(root, make_run) -> None:
+    """root as `ablate` and `sweep` leave it: runs directly under it, and output folders holding one run per
+    arm/cell and seed beside their curves, results and logs; plus folders that are neither."""
+    from tinyviz.experiments.sweep import run_folder
+
+    make_run(root / "demo")
+    make_run(root / "mine")
+    for group, cells in (("ablate-residual", ["full", "nores-2L"]), ("sweep-lr", ["lr=0.001"])):
+        for cell in cells:
+            make_run(root / group / run_folder(cell, 0))
+        for name in ("curves.csv", "summary.md", "ablation.json", "ablate.log"):
+            (root / group / name).write_text("x")
+    make_run(root / "sweep-lr" / "nested" / "too-deep")  # only one level of groups
+    (root / "_corpora").mkdir()
+    (root / "_corpora" / "abc.txt").write_text("text")
+    (root / "ablate-residual" / "damaged-seed0").mkdir()
+    (root / "ablate-residual" / "damaged-seed0" / "config.json").write_text("{not json")
+
+
+def test_the_store_lists_ablation_and_sweep_runs_after_the_others_grouped_by_folder(tmp_path, tiny_cfg):
+    from tinyviz.data.text import CharTokenizer
+    from tinyviz.training.runs import Run, list_runs, run_label
+
+    tok = CharTokenizer.train("abcdef")
+    group_layout(tmp_path, lambda p: Run.create(p, tiny_cfg, tok))
+    runs = list_runs(tmp_path)
+    assert [run_label(r.path, tmp_path) for r in runs] == [
+        "demo", "mine", "ablate-residual/full-seed0", "ablate-residual/nores-2L-seed0", "sweep-lr/lr_0.001-seed0"]
+    assert [r.name for r in runs][2] == "full-seed0"  # the run itself still knows only its folder's name
+    assert run_label(tmp_path / "elsewhere" / "x", tmp_path / "runs") == "x"

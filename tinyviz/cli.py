@@ -189,18 +189,20 @@ def cmd_report(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from tinyviz.training.runs import list_runs
+    from tinyviz.training.runs import list_runs, run_label
 
     runs = list_runs(Path(args.root))
     if not runs:
         print(f"no runs under {args.root}/; train one with "
               f"`python -m tinyviz train --preset micro --out {args.root}/first`")
         return 0
-    print(f"{'name':<24} {'step':>11} {'loss':>7} {'val':>7}  {'status':<8} model / corpus")
+    width = max(24, *(len(run_label(r.path, Path(args.root))) for r in runs))
+    print(f"{'name':<{width}} {'step':>11} {'loss':>7} {'val':>7}  {'status':<8} model / corpus")
     for run in runs:
         s = run.summary()
         fmt = lambda v: f"{v:7.3f}" if isinstance(v, (int, float)) else f"{'-':>7}"
-        print(f"{s['name']:<24} {s['step']:>5}/{s['steps']:<5} {fmt(s['loss'])} {fmt(s['val_loss'])}  "
+        name = run_label(run.path, Path(args.root))  # 'ablate-residual/full-seed0' for a run of an ablation
+        print(f"{name:<{width}} {s['step']:>5}/{s['steps']:<5} {fmt(s['loss'])} {fmt(s['val_loss'])}  "
               f"{s['status']:<8} {s['model']} / {s['corpus']}")
     return 0
 

@@ -76,3 +76,45 @@ def test_clicking_a_token_shows_where_it_attends_in_every_head(page, app_url):
     assert "step 3000" in after and "demo" in after
     page.locator(view).scroll_into_view_if_needed()
     shot(page, "heads-token-view")
+
+
+@pytest.fixture(scope="module")
+def ablation_runs(app_runs):
+    """Two output folders (an ablation's, a sweep's) as `ablate` and `sweep` leave them, each run a copy of the
+    demo, one folder name (full-seed0) in both."""
+    import shutil
+
+    for rel in ("ablate-demo/full-seed0", "ablate-demo/nores-seed0", "sweep-demo/full-seed0"):
+        if not (app_runs / rel).exists():
+            shutil.copytree(app_runs / "demo", app_runs / rel, ignore=shutil.ignore_patterns("history"))
+    (app_runs / "ablate-demo" / "summary.md").write_text("# an ablation's summary\n")
+    return ["ablate-demo/full-seed0", "ablate-demo/nores-seed0", "sweep-demo/full-seed0"]
+
+
+def test_ablation_and_sweep_runs_are_in_the_run_picker_grouped_and_open_by_address(page, app_url, ablation_runs):
+    open_page(page, app_url, "heads?run=sweep-demo/full-seed0", "Heads")
+    assert page.get_by_text("Run sweep-demo / full-seed0", exact=False).first.is_visible()
+    assert "full-seed0" in chart_title(page, "heads_big")
+    assert "run=sweep-demo%2Ffull-seed0" in page.url or "run=sweep-demo/full-seed0" in page.url
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    sidebar.locator('[data-testid="stSelectbox"]').first.click()
+    options = page.locator('[role="option"]')
+    options.first.wait_for()
+    labels = [options.nth(i).inner_text() for i in range(options.count())]
+    assert labels[0] == "demo"
+    assert labels.index("ablate-demo / full-seed0") < labels.index("ablate-demo / nores-seed0") \
+        < labels.index("sweep-demo / full-seed0")
+    shot(page, "run-picker-groups")
+    options.nth(labels.index("ablate-demo / nores-seed0")).click()
+    # generous: on a busy machine the browser is slow to answer while it draws the page's charts
+    wait_for(lambda: "nores-seed0" in page.url, "picking a run of the ablation did not put it in the address", 180)
+    wait_for(lambda: "nores-seed0" in chart_title(page, "heads_big"), "picking a run of the ablation did not open it",
+             180)
+    settle(page)
+    main = page.locator('[data-testid="stMain"]')
+    assert "Run ablate-demo / nores-seed0" in main.inner_text()
+    page.get_by_role("link", name="Predictions").click()
+    page.get_by_role("heading", name="Predictions", level=1).wait_for()
+    settle(page)
+    assert "Run ablate-demo / nores-seed0" in main.inner_text()
+    assert page.locator('[data-testid="stException"]').count() == 0

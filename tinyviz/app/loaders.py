@@ -14,7 +14,17 @@ from pathlib import Path
 import streamlit as st
 
 from tinyviz.analysis import probes
-from tinyviz.training.runs import CONFIG, METRICS, MODEL, TOKENIZER, Run, RunError, file_version, list_runs
+from tinyviz.training.runs import (
+    CONFIG,
+    METRICS,
+    MODEL,
+    TOKENIZER,
+    Run,
+    RunError,
+    file_version,
+    list_runs,
+    run_label,
+)
 
 DEMO = "demo"
 
@@ -57,10 +67,22 @@ def demo_path() -> Path:
 
 
 def run_ids() -> list[str]:
-    """Every run folder under the runs root, the demo first."""
+    """Every run folder under the runs root: the demo first, then the others, then the runs of each ablation
+    or sweep folder, group by group (runs.list_runs)."""
     ids = [str(r.path) for r in list_runs(runs_root())]
     demo = str(demo_path())
-    return sorted(ids, key=lambda i: (i != demo, i))
+    return sorted(ids, key=lambda i: i != demo)  # stable: list_runs' order after the demo
+
+
+def label(run_id: str) -> str:
+    """The run's name in the store, unique: 'demo', or 'ablate-residual/nores-2L-seed1' for a run in a group
+    folder (what ?run= holds)."""
+    return run_label(Path(run_id), runs_root())
+
+
+def display_label(run_id: str) -> str:
+    """label() for people: 'ablate-residual / nores-2L-seed1'."""
+    return label(run_id).replace("/", " / ")
 
 
 def _mtime(path: Path) -> int:

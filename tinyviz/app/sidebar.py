@@ -20,8 +20,9 @@ STEP_PARAM = "step"  # ?step=N: the step control's choice (absent: the latest)
 
 
 def _label(run_id: str) -> str:
-    """The folder name: a label that stays the same while the run trains (the status is in the caption)."""
-    return Path(run_id).name
+    """The run's name under the runs folder ('demo', 'ablate-residual/nores-2L-seed1'): unique, and the
+    same while the run trains (the status is in the caption)."""
+    return loaders.label(run_id)
 
 
 def _status(run_id: str) -> str:
@@ -40,7 +41,7 @@ def _status(run_id: str) -> str:
 def _download_run(run_id: str) -> None:
     """The current run as a zip that 'Open a zipped run folder' below opens again (made only when clicked)."""
     st.download_button("Download this run (.zip)", data=lambda: export_run_zip(Path(run_id)),
-                       file_name=f"{_label(run_id)}.zip", mime="application/zip", key="sidebar_run_zip",
+                       file_name=f"{Path(run_id).name}.zip", mime="application/zip", key="sidebar_run_zip",
                        on_click="ignore", icon=":material/download:", type="tertiary",
                        help="config, tokenizer, weights, optimizer state, metrics and snapshots: send it to "
                        "someone, or open it again with the upload below")
@@ -225,10 +226,11 @@ def run_picker(ids: list[str], current: str | None) -> None:
         else:
             key = _picker_key(ids, current)
             state.put(state.RUN_PICKER_DRAWN, key)
-            st.selectbox("Current run", ids, index=ids.index(current), key=key, format_func=_label,
+            st.selectbox("Current run", ids, index=ids.index(current), key=key, format_func=loaders.display_label,
                          on_change=_on_pick, args=(key,),
-                         label_visibility="collapsed", help="the demo run, and every run folder in "
-                         f"{loaders.runs_root()}/")
+                         label_visibility="collapsed", help="the demo run, every run folder in "
+                         f"{loaders.runs_root()}/, then the runs of each ablation or sweep, grouped as "
+                         "'folder / run' (type to filter)")
         _live_status(current if ids else None)
         if current:
             _download_run(current)

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from tinyviz.analysis import export
-from tinyviz.app import bundle_store, state
+from tinyviz.app import bundle_store, loaders, state
 from tinyviz.data.text import VISIBLE, UnknownCharactersError, visible
 
 
@@ -189,4 +189,5 @@ def encode_or_error(tokenizer, prompt: str, n_ctx: int) -> list[int] | None:
 
 def run_caption(run) -> None:
     s = run.summary()
-    st.caption(f"Run **{s['name']}** · {s['model']} · step {s['step']} of {s['steps']} · corpus {s['corpus']}")
+    name = loaders.display_label(str(run.path))  # 'ablate-residual / full-seed0' for a run of an ablation
+    st.caption(f"Run **{name}** · {s['model']} · step {s['step']} of {s['steps']} · corpus {s['corpus']}")

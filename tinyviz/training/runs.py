@@ -540,14 +540,33 @@ def _lift_entropy(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def _open_into(path: Path, runs: list[Run]) -> None:
+    with contextlib.suppress(RunError):  # an unreadable folder is left out of the list
+        runs.append(Run.open(path))
+
+
 def list_runs(root: Path = Path("checkpoints")) -> list[Run]:
-    """Every readable run folder directly under root, sorted by name. Unreadable ones are skipped."""
+    """Every readable run folder under root, sorted by name: first the ones directly under it, then those
+    one level down in a group folder, by group (an ablation's or a sweep's output folder holds one run per
+    arm or cell and seed: ``root/ablate-residual/nores-2L-seed1``). Unreadable ones are skipped; folders
+    starting with '.' or '_' (uploaded texts, temporary files) are not groups."""
     root = Path(root)
-    runs = []
+    top: list[Run] = []
+    grouped: list[Run] = []
     for path in sorted(root.iterdir()) if root.is_dir() else []:
         if (path / CONFIG).exists():
-            try:
-                runs.append(Run.open(path))
-            except RunError:
-                continue
-    return runs
+            _open_into(path, top)
+        elif path.is_dir() and not path.name.startswith((".", "_")):
+            for sub in sorted(path.iterdir()):
+                if (sub / CONFIG).exists():
+                    _open_into(sub, grouped)
+    return top + grouped
+
+
+def run_label(path: Path, root: Path) -> str:
+    """A run's name in the store: its folder's path under root, '/'-separated ('demo',
+    'ablate-residual/nores-2L-seed1'); the folder's name for a run outside root."""
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return Path(path).name
