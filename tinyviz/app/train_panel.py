@@ -60,9 +60,6 @@ def live_panel(run_id: str) -> None:
 
     @st.fragment(run_every=REFRESH_S if running else None)
     def panel():
-        jump = st.session_state.pop(state.TRAIN_JUMP, None)
-        if jump is not None:  # a cell of the head grid was clicked: open that head at that step on Heads
-            page.open_head(run_id, *jump)
         view = _view(run_id)
         if running and not view["alive"]:
             st.rerun(scope="app")  # the run ended: redraw once without polling
@@ -71,6 +68,9 @@ def live_panel(run_id: str) -> None:
 
     @st.fragment(run_every=SLOW_REFRESH_S if running else None)
     def slower():
+        jump = st.session_state.pop(state.TRAIN_JUMP, None)
+        if jump is not None:  # a cell of the head grid (drawn here) was clicked: open that head on Heads
+            page.open_head(run_id, *jump)
         _slow_charts(run_id, _view(run_id))
 
     panel()
