@@ -1,7 +1,5 @@
 """Compare: overlay runs' losses, diff their configs, see their heads on one prompt, launch an A/B sibling."""
 
-from pathlib import Path
-
 import streamlit as st
 
 from tinyviz.analysis import plots
@@ -43,14 +41,15 @@ def loss_section(runs: list) -> None:
     c1, c2 = st.columns([1, 2], vertical_alignment="center")
     c1.toggle("Log-scale loss", key=state.COMPARE_LOG_Y, persist_state="session")
     smooth = widgets.smoothing(state.COMPARE_SMOOTHING, c2)
-    metrics = {r.name: live_metrics(str(r.path), loaders.metrics) for r in runs}
+    # keyed by the run's unique name: two ablations' full-seed0 runs are two curves, not one
+    metrics = {loaders.display_label(str(r.path)): live_metrics(str(r.path), loaders.metrics) for r in runs}
     fig = plots.loss_curves(metrics, log_y=state.get(state.COMPARE_LOG_Y), smoothing=smooth)
     current = state.get(state.RUN)
     if current and any(str(r.path) == current for r in runs) and loaders.kept_steps(current):
         step = loaders.shown_step(current)
         fig.add_vline(x=step, line_dash="dot", line_color="#555", annotation_text=f"step {step}",
                       annotation_position="top left")
-    widgets.chart(fig, plots.title("loss", *[r.name for r in runs]), key="compare_loss",
+    widgets.chart(fig, plots.title("loss", *metrics), key="compare_loss",
                   look_for="where the curves part: the earlier and wider the gap, the more the difference matters.")
 
 
@@ -72,15 +71,15 @@ def heads_section(runs: list) -> None:
     prompt = st.text_input("Prompt", key=state.COMPARE_PROMPT, persist_state="session")
     current = state.get(state.RUN)
     if any(str(r.path) == current for r in runs):
-        st.caption(f"{Path(current).name} at step {loaders.shown_step(current)} (the sidebar's Weights at step); "
-                   "the other runs at their latest weights.")
+        st.caption(f"{loaders.display_label(current)} at step {loaders.shown_step(current)} (the sidebar's Weights at "
+                   "step); the other runs at their latest weights.")
     for row in range(0, len(runs), 3):
         cols = st.columns(3)
         for col, run in zip(cols, runs[row:row + 3]):
             with col:
                 run_id = str(run.path)
                 if not run.has_weights():
-                    st.warning(f"{run.name} has no weights yet.")
+                    st.warning(f"{loaders.display_label(run_id)} has no weights yet.")
                     continue
                 ids = widgets.encode_or_error(loaders.tokenizer(run_id), prompt, run.config.model.n_ctx)
                 if ids is None or len(ids) < 2:
@@ -88,9 +87,11 @@ def heads_section(runs: list) -> None:
                 step = loaders.shown_step(run_id) if run_id == state.get(state.RUN) else run.weights_step()
                 patterns = loaders.patterns_on(run_id, ids, step)
                 labels = analysis.head_stats(patterns, ids, run.config.model.causal)["labels"]
-                fig = plots.head_grid(patterns, run.name, step, labels)
-                widgets.chart(fig, plots.title(run.name, "all heads", f"step {step}"),
-                              key=f"compare_grid_{row}_{run.name}")
+                name = loaders.display_label(run_id)
+                fig = plots.head_grid(patterns, name, step, labels)
+                # the key by the unique path under the runs folder: two groups may each hold a full-seed0
+                widgets.chart(fig, plots.title(name, "all heads", f"step {step}"),
+                              key=f"compare_grid_{row}_{loaders.label(run_id)}")
 
 
 def ab_section() -> None:

@@ -77,3 +77,20 @@ def test_every_page_opens_a_run_of_an_ablation_named_in_the_url(runs_root, page)
     if page in ("heads", "predictions", "sample"):
         titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
         assert titles and all("full-seed0" in t for t in titles), titles
+
+
+def test_compare_keeps_two_groups_runs_of_one_name_apart(runs_root):
+    """An ablation's and a sweep's full-seed0: two loss curves, two head grids, two config columns (keyed by
+    the folder name, they were one curve and a duplicate-key error)."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page("app_pages/compare.py").run()
+    a, b = str(runs_root / "ablate-residual" / "full-seed0"), str(runs_root / "sweep-lr" / "full-seed0")
+    at.multiselect(key="compare_runs").set_value([a, b]).run()
+    ok(at)
+    figs = {json.loads(c.proto.spec)["layout"]["title"]["text"]: json.loads(c.proto.spec)
+            for c in at.get("plotly_chart")}
+    loss = next(f for t, f in figs.items() if t.startswith("Loss"))
+    names = {d.get("name") for d in loss["data"]}
+    assert {"ablate-residual / full-seed0 train", "sweep-lr / full-seed0 train"} <= names, names
+    grids = [t for t in figs if t.startswith("All heads")]
+    assert len(grids) == 2 and any("ablate-residual" in t for t in grids) and any("sweep-lr" in t for t in grids)

@@ -163,7 +163,8 @@ def config_diff_frame(runs: list[Run]) -> pd.DataFrame:
     for r in runs[1:]:
         fields += [f for f in base.diff(r.config) if f not in fields]
     return pd.DataFrame.from_records([
-        {"field": f, **{r.name: str(_field(r.config, f)) for r in runs}} for f in sorted(fields)
+        {"field": f, **{loaders.display_label(str(r.path)): str(_field(r.config, f)) for r in runs}}
+        for f in sorted(fields)
     ])
 
 
