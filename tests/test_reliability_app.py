@@ -88,8 +88,21 @@ def test_server_defaults(monkeypatch):
         assert config.get_option("server.enableXsrfProtection") is True
         assert config.get_option("server.enableCORS") is True
         assert config.get_option("server.maxUploadSize") == server["maxUploadSize"]
+        # no gc.collect(2) after every (fragment) run: it took most of the server's CPU while a run trained
+        assert config.get_option("runner.postScriptGC") is False
     finally:
         config.get_config_options(force_reparse=True)
+
+
+def test_training_threads_follow_the_cores_or_the_setting(monkeypatch):
+    from tinyviz.app import registry
+    monkeypatch.delenv(registry.TRAIN_THREADS_ENV, raising=False)
+    monkeypatch.setattr(registry.os, "cpu_count", lambda: 9)
+    assert [registry.train_threads(k) for k in (0, 1)] == [8, 4]
+    monkeypatch.setenv(registry.TRAIN_THREADS_ENV, "3")
+    assert registry.child_env(1)["OMP_NUM_THREADS"] == "3"
+    monkeypatch.setenv(registry.TRAIN_THREADS_ENV, "many")  # not a count: the default
+    assert registry.child_env(0)["OMP_NUM_THREADS"] == "8"
 
 
 # -- prompts --------------------------------------------------------------------------------------

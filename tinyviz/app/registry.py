@@ -33,6 +33,7 @@ from tinyviz.training.runs import METRICS, STATE
 from tinyviz.training.session import STOP_WITH_PARENT, TrainingSession
 
 MAX_CONCURRENT = 2  # trainings at once; each gets its share of the cores
+TRAIN_THREADS_ENV = "TINYVIZ_TRAIN_THREADS"  # torch threads per training the app starts (default: see train_threads)
 
 
 def configure_threads() -> int:
@@ -67,6 +68,15 @@ def every_core_while_idle():
                 configure_threads()
 
 
+def train_threads(others: int) -> int:
+    """Torch threads for a training started beside `others` running ones: TINYVIZ_TRAIN_THREADS if set,
+    else the cores less one shared between the trainings."""
+    raw = os.environ.get(TRAIN_THREADS_ENV, "")
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    return max(1, ((os.cpu_count() or 2) - 1) // (others + 1))
+
+
 def child_env(others: int) -> dict[str, str]:
     """The training process's environment: this tinyviz on its import path, and the cores less one (for
     the server and the browser drawing the live panel) shared between the trainings. Measured on 2 cores
@@ -76,7 +86,7 @@ def child_env(others: int) -> dict[str, str]:
     root = str(Path(tinyviz.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     env.pop("OMP_WAIT_POLICY", None)  # app.py makes the server's idle threads sleep; a trainer spins as the CLI does
-    env["OMP_NUM_THREADS"] = str(max(1, ((os.cpu_count() or 2) - 1) // (others + 1)))
+    env["OMP_NUM_THREADS"] = str(train_threads(others))
     env[STOP_WITH_PARENT] = str(os.getpid())  # a server killed mid-run leaves its runs stopped, not orphaned
     return env
 
