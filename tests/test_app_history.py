@@ -82,6 +82,8 @@ def test_moving_the_step_redraws_heads_and_sample_at_that_step(runs_root):
     ok(at)
     assert slider(at).value == 2
     assert any("step 2" in t for t in titles(at)) and not any("step 60" in t for t in titles(at))
+    # the run's caption names the step shown, not only the step the run reached
+    assert "weights at step **2** (trained to 60 of 60)" in at.caption[0].value
     at.switch_page("app_pages/predictions.py").run()
     assert all("step 2" in t for t in titles(ok(at)))
 

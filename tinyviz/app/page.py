@@ -50,8 +50,8 @@ def run_header(title: str) -> Run:
     run = loaders.current_run_or_error()
     if run is None:
         st.stop()
-    widgets.run_caption(run)
     step = loaders.shown_step(str(run.path))
+    widgets.run_caption(run, step)
     try:
         loaders.model(str(run.path), step)  # a damaged history file is named here; other steps still open
     except RunError as e:

@@ -187,7 +187,11 @@ def encode_or_error(tokenizer, prompt: str, n_ctx: int) -> list[int] | None:
     return ids
 
 
-def run_caption(run) -> None:
+def run_caption(run, shown: int | None = None) -> None:
+    """One line naming the run; `shown` is the step whose weights the page shows (the sidebar's step
+    control), said when it is not the run's latest."""
     s = run.summary()
     name = loaders.display_label(str(run.path))  # 'ablate-residual / full-seed0' for a run of an ablation
-    st.caption(f"Run **{name}** · {s['model']} · step {s['step']} of {s['steps']} · corpus {s['corpus']}")
+    at = (f"weights at step **{shown}** (trained to {s['step']} of {s['steps']})"
+          if shown is not None and shown != s["step"] else f"step {s['step']} of {s['steps']}")
+    st.caption(f"Run **{name}** · {s['model']} · {at} · corpus {s['corpus']}")
