@@ -40,6 +40,7 @@ def test_a_click_in_the_train_pages_head_grid_opens_that_head_on_heads(page, app
     open_page(page, app_url, "train?run=demo", "Train")
     grid = wait_for(lambda: chart_title(page, "train_heads"), "the Train page shows no head grid")
     step = grid.rsplit("step ", 1)[1].split()[0]
+    page.locator(by_key("train_heads")).scroll_into_view_if_needed()
     shot(page, "train-heads-grid")
     click_head(page, "train_heads", 1, 0)
     page.get_by_role("heading", name="Heads", level=1).wait_for(timeout=60_000)

@@ -102,7 +102,7 @@ def _on_stop(run_id: str) -> None:
 
 def _controls(run_id: str, view: dict) -> None:
     """Outside the fragment, so the buttons stay put while the charts refresh."""
-    name = Path(run_id).name
+    name = loaders.display_label(run_id)  # 'ablate-residual / full-seed0' for a run of an ablation
     status = "training" if view["alive"] else view["status"]
     c1, c2 = st.columns([5, 1], vertical_alignment="center")
     c1.markdown(f"### {STATUS_ICONS.get(view['status'], '')} {name} · {status}")
