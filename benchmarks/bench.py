@@ -17,7 +17,8 @@ the CPU for a while slows both sides alike. Sections:
 5. interaction on the demo run: head click -> figure ready, temperature change -> new sample;
 6. peak RSS of a training run per preset and of a process with the demo run loaded;
 7. an imported model's size (a random GPT-2 small, 124 M parameters, built in memory): what each
-   page computes on a 128-token prompt (Heads, Predictions, logit lens, Sample), 2 threads and 1;
+   page computes on a 128-token prompt (Heads, Predictions, logit lens, Sample: its first token, its
+   default length for this size, ms per new token, forward passes per token), 2 threads and 1;
 8. weights history (benchmarks/history_bench.py): bytes per run per preset, its share of a lab run's
    training time, the Dynamics views' first computation on a 3,000-step run, and the step control's
    page redraw;
