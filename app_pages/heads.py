@@ -6,12 +6,19 @@ from tinyviz.analysis import plots, probes
 from tinyviz.app import analysis, loaders, page, state, widgets
 
 YOUR_PROMPT, REPLAY = state.YOUR_PROMPT, state.REPLAY
+TOKEN_VIEW = "heads_token_view"  # the head view chart (one token in every head): its key and selection state
 
 
 def _on_grid_click() -> None:
     picked = analysis.head_from_selection(st.session_state[state.HEADS_GRID])
     if picked is not None:  # clicking the selected marker again clears the selection: keep the last pick
         st.session_state[state.HEAD_LAYER], st.session_state[state.HEAD_HEAD] = picked
+
+
+def _on_view_click() -> None:
+    key = analysis.key_from_selection(st.session_state.get(TOKEN_VIEW))
+    if key is not None:  # a click on a cell makes its key token the query (clicking it again clears: keep)
+        state.put(state.HEADS_QUERY, key)
 
 
 run = page.run_header("Heads")
@@ -73,14 +80,15 @@ with right:
                            "before (previous-token), the token after an earlier copy (induction), or the first.")
 
 st.subheader("One token in every head")
-st.caption("Click a token of the prompt to see where it attends in every head at once: one row per head, one column "
-           "per earlier token, darker = more weight (grey: later tokens, which it cannot see).")
+st.caption("Click a token of the prompt (or a cell of the chart: its column's token) to see where it attends in every "
+           "head at once: one row per head, one column per token, darker = more weight (grey: later tokens, which it "
+           "cannot see).")
 with st.container(key="heads_query_box", border=True):
     query = widgets.token_picker("Token", tokens, state.HEADS_QUERY, default=len(tokens) - 1,
                                  help="the attending (query) token; its column is outlined in every head")
 view = plots.token_view(patterns, tokens, query, run.name, step, stats["labels"], causal=cfg.causal)
-widgets.chart(view, plots.title(run.name, f"token {query} in every head", f"step {step}"), key="heads_token_view",
-              df=analysis.query_rows_frame(patterns, tokens, query, cfg.causal),
+widgets.chart(view, plots.title(run.name, f"token {query} in every head", f"step {step}"), key=TOKEN_VIEW,
+              on_select=_on_view_click, df=analysis.query_rows_frame(patterns, tokens, query, cfg.causal),
               look_for="where each row is darkest: the token before (a previous-token head), the token after an "
                        "earlier copy of this one (an induction head), or the first token (a sink). Heads that "
                        "agree read the same thing.")

@@ -43,6 +43,23 @@ def test_the_head_view_shows_the_captured_attention_row_of_the_query_in_every_he
     assert query in fig.layout.xaxis.tickvals
 
 
+def test_every_cell_of_a_small_head_view_is_a_click_target_naming_its_key_column():
+    from tinyviz.app import analysis
+
+    rng = np.random.default_rng(0)
+    p = rng.random((2, 3, 9, 9)).astype(np.float32)
+    fig = plots.token_view(p, list("abcdefghi"), 4, "tiny")
+    overlays = [t for t in fig.data if t.meta == plots.OVERLAY]
+    assert len(overlays) == 2  # one per layer
+    for t in overlays:
+        assert len(t.x) == 3 * 9 and all(cd == [x] for cd, x in zip(t.customdata, t.x))  # plain lists, key = column
+    event = {"selection": {"points": [{"curve_number": 1, "customdata": [6]}]}}
+    assert analysis.key_from_selection(event) == 6
+    assert analysis.key_from_selection({"selection": {"points": []}}) is None
+    big = plots.token_view(rng.random((12, 12, 100, 100)), [str(i) for i in range(100)], 3, "gpt2-small")
+    assert not [t for t in big.data if t.meta == plots.OVERLAY]  # 14,400 targets: it picks on the buttons
+
+
 def test_a_bidirectional_model_shows_every_key():
     ids = [1, 2, 3, 4, 5, 6]
     patterns = probes.attention_patterns(tiny(causal=False), ids)

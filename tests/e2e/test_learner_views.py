@@ -78,6 +78,24 @@ def test_clicking_a_token_shows_where_it_attends_in_every_head(page, app_url):
     page.locator(view).scroll_into_view_if_needed()
     shot(page, "heads-token-view")
 
+    # a click on a cell of the chart makes its column's token the query (layer 0, head 0, key 10)
+    plot = page.locator(f"{view} .js-plotly-plot").first
+    cell = """(el, [key, head]) => {
+        const full = el._fullLayout || {}, xa = full.xaxis, ya = full.yaxis;
+        if (!xa || !ya) return null;
+        const box = el.getBoundingClientRect();
+        return [box.x + xa._offset + xa.l2p(key), box.y + ya._offset + ya.l2p(head)];
+    }"""
+    x, y = wait_for(lambda: plot.evaluate(cell, [10, 0]), "the head view has no axes")
+    page.mouse.click(x, y)
+    wait_for(lambda: "(position 10)" in chart_title(page, "heads_token_view"),
+             "a click on the head view did not move the query to that column")
+    settle(page)
+    picked = page.locator(f"{by_key('heads_query_box')} [role=radio][aria-checked=true]")
+    assert picked.count() == 1 and picked.first.evaluate("el => [...el.parentNode.children].indexOf(el)") == 10
+    page.locator(by_key("heads_query_box")).scroll_into_view_if_needed()
+    shot(page, "heads-token-view-chart-click")
+
 
 @pytest.fixture(scope="module")
 def ablation_runs(app_runs):

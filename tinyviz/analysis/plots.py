@@ -273,6 +273,7 @@ def head_grid(patterns: np.ndarray, run: str, step: int | None = None,
     return fig
 
 
+TOKEN_VIEW_CLICKS = 6000  # cells of the head view with a click target each; a bigger model picks on the buttons
 QUERY_COLOUR = "#D55E00"  # Okabe-Ito vermillion: apart from the blue attention scale for every colour vision
 FUTURE_COLOUR = "#d9d9d9"  # keys after the query in a causal model: the head cannot see them
 
@@ -310,6 +311,7 @@ def token_view(patterns: np.ndarray, tokens: Sequence[str], query: int, run: str
     keys = np.array([f"{i} {tok!r}" for i, tok in enumerate(tokens)], dtype=object)
     hover = np.broadcast_to(keys, (H, T))  # [H, T]: the key of each cell
     q = f"{query} {tokens[query]!r}"
+    clickable = L * H * T <= TOKEN_VIEW_CLICKS
     for l in range(L):
         fig.add_trace(go.Heatmap(
             # a list, so the masked keys reach the browser as null (a typed array cannot hold them)
@@ -317,7 +319,19 @@ def token_view(patterns: np.ndarray, tokens: Sequence[str], query: int, run: str
             text=[[f"L{l}{names[l][h]}".strip()] * T for h in range(H)],
             hovertemplate="%{text}<br>query " + q.replace("%", "%%") + "<br>key %{customdata}<br>"
                           "weight %{z:.3f}<extra></extra>", hoverongaps=False,
+            hoverinfo="skip" if clickable else None,
         ), row=l + 1, col=1)
+        if clickable:  # heatmaps send no clicks: an invisible marker on each cell names its key ([key])
+            fig.add_trace(go.Scatter(
+                x=[k for _ in range(H) for k in range(T)], y=[h for h in range(H) for _ in range(T)],
+                mode="markers", meta=OVERLAY, showlegend=False,
+                marker=dict(symbol="square", size=max(6, min(row_px, 900 // T)), color="rgba(0,0,0,0)"),
+                customdata=[[k] for _ in range(H) for k in range(T)],
+                text=[f"L{l}{names[l][h]}".strip() + f"<br>query {q}<br>key {keys[k]}<br>" +
+                      ("cannot see it (later)" if np.isnan(rows[l, h, k]) else f"weight {rows[l, h, k]:.3f}")
+                      for h in range(H) for k in range(T)],
+                hovertemplate="%{text}<br>click: make it the query<extra></extra>",
+            ), row=l + 1, col=1)
         fig.add_vrect(x0=query - 0.5, x1=query + 0.5, line=dict(color=QUERY_COLOUR, width=2.5), row=l + 1, col=1)
         fig.update_yaxes(tickmode="array", tickvals=list(range(H)), ticktext=names[l], autorange="reversed",
                          showgrid=False, zeroline=False, tickfont_size=10 if H <= 8 else 8, row=l + 1, col=1)
@@ -335,7 +349,7 @@ def token_view(patterns: np.ndarray, tokens: Sequence[str], query: int, run: str
             coloraxis=dict(colorscale=ATTN_SCALE, cmin=0, cmax=1,
                            colorbar=dict(title="weight", thickness=12, len=min(1.0, 300 / plot_px),
                                          y=1, yanchor="top")),
-            margin=dict(l=70, r=20, t=70, b=50), hovermode="closest")
+            margin=dict(l=70, r=20, t=70, b=50), hovermode="closest", clickmode="event+select", dragmode=False)
     fig.update_annotations(font_size=12, x=0, xanchor="left")
     return fig
 

@@ -91,6 +91,16 @@ def head_from_selection(event) -> tuple[int, int] | None:
     return None
 
 
+def key_from_selection(event) -> int | None:
+    """The key position of the first clicked cell in the head view's selection event ([key] customdata), or None."""
+    points = event["selection"]["points"] if event else []
+    for point in points:
+        data = point.get("customdata")
+        if isinstance(data, (list, tuple)) and len(data) == 1:
+            return int(data[0])
+    return None
+
+
 def parse_head(name: str) -> tuple[int, int]:
     """'L1 H3' -> (1, 3)."""
     layer, head = name.split()
