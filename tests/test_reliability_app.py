@@ -98,11 +98,11 @@ def test_training_threads_follow_the_cores_or_the_setting(monkeypatch):
     from tinyviz.app import registry
     monkeypatch.delenv(registry.TRAIN_THREADS_ENV, raising=False)
     monkeypatch.setattr(registry.os, "cpu_count", lambda: 9)
-    assert [registry.train_threads(k) for k in (0, 1)] == [8, 4]
+    assert [registry.train_threads(k) for k in (0, 1)] == [9, 4]
     monkeypatch.setenv(registry.TRAIN_THREADS_ENV, "3")
     assert registry.child_env(1)["OMP_NUM_THREADS"] == "3"
     monkeypatch.setenv(registry.TRAIN_THREADS_ENV, "many")  # not a count: the default
-    assert registry.child_env(0)["OMP_NUM_THREADS"] == "8"
+    assert registry.child_env(0)["OMP_NUM_THREADS"] == "9"
 
 
 # -- prompts --------------------------------------------------------------------------------------

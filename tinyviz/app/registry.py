@@ -70,18 +70,23 @@ def every_core_while_idle():
 
 def train_threads(others: int) -> int:
     """Torch threads for a training started beside `others` running ones: TINYVIZ_TRAIN_THREADS if set,
-    else the cores less one shared between the trainings."""
+    else every core for a training alone and an equal share beside others.
+
+    Measured on 2 cores, induction preset, Train page open in Chromium (benchmarks/app_speed.py): one
+    thread trained at 0.58x the CLI's steps/s, two at 0.84x (the live panel now costs the server 0.03
+    and the browser 0.1-0.15 of a core). A training alone uses the CLI's thread count, so the app's run
+    is bit for bit the CLI's. A second training started beside it gets one thread while the first keeps
+    two (a thread count never changes mid-run: the bits depend on it); on 2 cores that overlap ran at
+    0.5-0.65x of two one-thread trainings' speed, the price of the usual single training's 1.45x."""
     raw = os.environ.get(TRAIN_THREADS_ENV, "")
     if raw.isdigit() and int(raw) > 0:
         return int(raw)
-    return max(1, ((os.cpu_count() or 2) - 1) // (others + 1))
+    return max(1, (os.cpu_count() or 1) // (others + 1))
 
 
 def child_env(others: int) -> dict[str, str]:
-    """The training process's environment: this tinyviz on its import path, and the cores less one (for
-    the server and the browser drawing the live panel) shared between the trainings. Measured on 2 cores
-    with one core kept busy: micro at 2 spinning threads 29,500 tokens/s, at 1 thread 51,300; a 2-thread
-    trainer beside the open Train page ran at 0.24x the CLI's steps/s."""
+    """The training process's environment: this tinyviz on its import path and its torch threads
+    (train_threads)."""
     env = dict(os.environ)
     root = str(Path(tinyviz.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
