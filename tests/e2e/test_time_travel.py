@@ -88,3 +88,44 @@ def test_dynamics_page_draws_and_a_timeline_click_opens_heads(page, app_url, tra
     assert page.locator('[data-testid="stException"]').count() == 0
     assert "Head timeline" in chart_title(page, "dyn_timeline")
     shot(page, "dynamics")
+
+
+def test_a_live_runs_kept_steps_appear_in_the_step_control(page, app_url):
+    """While a run trains, the sidebar's step control grows with the steps it keeps (it said "0 (latest)"
+    for the whole run before), and moving it redraws the page at that step."""
+    open_page(page, app_url, "train", "Train")
+    page.locator(".st-key-train_preset input").first.click()
+    page.get_by_role("option", name="micro", exact=True).click()
+    box = page.locator(".st-key-cfg_micro_train_steps input").first
+    box.wait_for()
+    time.sleep(1.0)
+    box.fill("5000")
+    box.press("Enter")
+    time.sleep(1.5)
+    page.locator(".st-key-train_start button").first.click()
+    sidebar = page.locator('[data-testid="stSidebar"]')
+
+    def latest() -> int:
+        found = re.search(r"(\d+) \(latest\)", sidebar.inner_text())
+        return int(found.group(1)) if found else -1
+
+    try:
+        wait_for(lambda: latest() >= 64, "the step control did not grow while the run trained", timeout=180)
+        first = latest()
+        wait_for(lambda: latest() > first, "the step control stopped growing while the run trained", timeout=180)
+        shot(page, "time-travel-live-steps")
+        for _ in range(3):  # a redraw of the live slider (a new kept step) can swallow the key: press again
+            slider = step_slider(page)
+            slider.focus()
+            page.keyboard.press("Home")  # step 0: the page reruns at that step, not only the slider's fragment
+            try:
+                wait_for(lambda: "step=0" in page.url, "", timeout=15)
+                break
+            except AssertionError:
+                pass
+        wait_for(lambda: "step=0" in page.url, f"moving the live step control did not reach the address: {page.url}")
+        shot(page, "time-travel-live-moved")
+    finally:
+        stop = page.get_by_role("button", name="Stop")
+        if stop.count():
+            stop.first.click()

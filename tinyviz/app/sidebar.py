@@ -187,34 +187,51 @@ def link_params(current: str | None) -> dict | None:
 def _on_step(key: str, latest: int) -> None:
     step = st.session_state[key]
     state.put(state.STEP, None if step == latest else step)
+    state.put(state.STEP_MOVED, True)
 
 
 def step_control(run_id: str | None) -> None:
     """The sidebar's "Weights at step" slider over the run's kept steps (latest by default); without
-    weights history the slider is hidden and a sentence says why."""
+    weights history the slider is hidden and a sentence says why. While the run trains the slider is
+    redrawn with the live status (its kept steps appear as they are written), and a move reruns the
+    whole page, not only the slider's fragment."""
     if not run_id:
         return
     with st.sidebar:
-        try:
-            run = loaders.open_run(run_id)
-            steps = loaders.kept_steps(run_id)
-        except RunError:
-            return  # the page says what is wrong with the run
-        if not run.has_weights():
-            return
-        if not steps:
-            st.caption(f"**Weights at step**: {run.name} kept no weights history (it was trained before tinyviz "
-                       "kept one, imported, or trained with history_keep=0), so every page shows its last "
-                       f"weights, step {run.weights_step()}.")
-            return
-        shown = loaders.shown_step(run_id)
-        key = f"{state.STEP_SLIDER}_{zlib.crc32(chr(10).join([run_id, *map(str, steps)]).encode()):08x}"
-        st.session_state[key] = shown
-        latest = steps[-1]
-        st.select_slider("Weights at step", options=steps, key=key, on_change=_on_step, args=(key, latest),
-                         format_func=lambda s: f"{s} (latest)" if s == latest else str(s),
-                         help=f"{len(steps)} kept steps, dense early and sparse late. Heads, Predictions, Sample, "
-                         "Compare and their ablations and logit lens show the model at this step.")
+        if registry().get(run_id) is not None and registry().get(run_id).alive:
+            def draw():
+                _step_slider(run_id)
+                if state.get(state.STEP_MOVED):
+                    state.put(state.STEP_MOVED, False)
+                    st.rerun(scope="app")
+
+            live_fragment([run_id], LIVE_S, draw)
+        else:
+            state.put(state.STEP_MOVED, False)
+            _step_slider(run_id)
+
+
+def _step_slider(run_id: str) -> None:
+    try:
+        run = loaders.open_run(run_id)
+        steps = loaders.kept_steps(run_id)
+    except RunError:
+        return  # the page says what is wrong with the run
+    if not run.has_weights():
+        return
+    if not steps:
+        st.caption(f"**Weights at step**: {run.name} kept no weights history (it was trained before tinyviz "
+                   "kept one, imported, or trained with history_keep=0), so every page shows its last "
+                   f"weights, step {run.weights_step()}.")
+        return
+    shown = loaders.shown_step(run_id)
+    key = f"{state.STEP_SLIDER}_{zlib.crc32(chr(10).join([run_id, *map(str, steps)]).encode()):08x}"
+    st.session_state[key] = shown
+    latest = steps[-1]
+    st.select_slider("Weights at step", options=steps, key=key, on_change=_on_step, args=(key, latest),
+                     format_func=lambda s: f"{s} (latest)" if s == latest else str(s),
+                     help=f"{len(steps)} kept steps, dense early and sparse late. Heads, Predictions, Sample, "
+                     "Compare and their ablations and logit lens show the model at this step.")
 
 
 def run_picker(ids: list[str], current: str | None) -> None:

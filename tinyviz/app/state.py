@@ -23,6 +23,7 @@ BUNDLE = "bundle"  # {figure name: (figure, dataframe)} chosen for the write-up 
 BUNDLE_ZIP = "bundle_zip"  # (zip bytes, notes) once built
 STEP = "weights_step"  # the step control's choice: a kept step, or None for the latest
 STEP_SLIDER = "sidebar_step"  # the step slider (a prefix: its key changes with the kept steps)
+STEP_MOVED = "weights_step_moved"  # the step control moved inside its live fragment: rerun the whole page
 
 # Heads
 HEADS_PROMPT = "heads_prompt"
