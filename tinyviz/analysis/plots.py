@@ -540,10 +540,14 @@ def step_position(steps: Sequence[int], step: float) -> float:
 
 
 def _mark(fig: go.Figure, steps: Sequence[int], marks: dict[str, int | None], **kw) -> None:
+    """Dashed lines at the marked steps; the earliest label sits left of its line, the others right,
+    so two close marks (a phase change and a loss bump) do not print over each other."""
+    shown = [s for s in marks.values() if s is not None]
     for (label, step), colour in zip(marks.items(), PALETTE[1:4]):
         if step is not None:
+            side = "top left" if len(shown) > 1 and step == min(shown) else "top right"
             fig.add_vline(x=step_position(steps, step), line_dash="dash", line_color=colour, line_width=2,
-                          annotation_text=f"{label} (step {step})", annotation_position="top",
+                          annotation_text=f"{label} (step {step})", annotation_position=side,
                           annotation_font_color=colour, **kw)
 
 
