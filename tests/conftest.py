@@ -24,3 +24,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished micro run with the TINY settings (a module's tests copy it, never change it);
+    a test module that needs another run defines its own ``trained``."""
+    from tinyviz.training.session import TrainingSession
+
+    out = tmp_path_factory.mktemp("trained") / "tiny"
+    assert TrainingSession.start(apply_overrides(preset("micro"), TINY), out).train() == "done"
+    return out

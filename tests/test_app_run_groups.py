@@ -7,22 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tinyviz.training.session import TrainingSession
-
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["train", "heads", "predictions", "sample", "dynamics", "compare"]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    from tests.conftest import TINY
-    from tinyviz.config import apply_overrides, preset
-
-    out = tmp_path_factory.mktemp("tiny") / "tiny"
-    assert TrainingSession.start(apply_overrides(preset("micro"), TINY), out).train() == "done"
-    return out
 
 
 @pytest.fixture

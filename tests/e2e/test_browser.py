@@ -11,6 +11,18 @@ from .conftest import ARTIFACTS
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
+# the centre of subplot (layer, head) of a head grid in page pixels, from Plotly's own axis layout (null while
+# it draws)
+CENTRE = """(el, [layer, head]) => {
+    const heads = (el.layout.annotations || []).filter(a => a.text.startsWith("L0H")).length;
+    const n = layer * heads + head + 1, sfx = n === 1 ? "" : String(n);
+    const full = el._fullLayout || {}, xa = full["xaxis" + sfx], ya = full["yaxis" + sfx];
+    if (!heads || !xa || !ya) return null;
+    const box = el.getBoundingClientRect();
+    return [box.x + xa._offset + xa._length / 2, box.y + ya._offset + ya._length / 2];
+}"""
+
+
 def open_page(page, app_url: str, path: str = "", title: str = "tinyviz"):
     """Load a page and wait until its script has finished and its charts are drawn."""
     page.goto(f"{app_url}/{path}")
@@ -101,17 +113,8 @@ def test_heads_click_a_grid_cell_opens_that_head(page, app_url, cell):
     titles = plot.evaluate("el => el.layout.annotations.map(a => a.text)")
     n_heads = sum(t.startswith("L0H") for t in titles)
     layer, head = (len(titles) // n_heads - 1, n_heads - 1) if cell == "last" else (0, 1)
-    # the centre of subplot (layer, head) in page pixels, from Plotly's own axis layout (null while it draws)
-    centre = """(el, [layer, head]) => {
-        const heads = (el.layout.annotations || []).filter(a => a.text.startsWith("L0H")).length;
-        const n = layer * heads + head + 1, sfx = n === 1 ? "" : String(n);
-        const full = el._fullLayout || {}, xa = full["xaxis" + sfx], ya = full["yaxis" + sfx];
-        if (!heads || !xa || !ya) return null;
-        const box = el.getBoundingClientRect();
-        return [box.x + xa._offset + xa._length / 2, box.y + ya._offset + ya._length / 2];
-    }"""
     deadline = time.monotonic() + 30
-    while (xy := plot.evaluate(centre, [layer, head])) is None:
+    while (xy := plot.evaluate(CENTRE, [layer, head])) is None:
         assert time.monotonic() < deadline, "the head grid was not drawn"
         time.sleep(0.25)
     x, y = xy

@@ -5,21 +5,9 @@ import time
 
 import pytest
 
-from .test_browser import by_key, chart_title, open_page, settle, shot
+from .test_browser import CENTRE, by_key, chart_title, open_page, settle, shot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-# the centre of subplot (layer, head) of a head grid in page pixels, from Plotly's own axis layout (null while
-# it draws)
-CENTRE = """(el, [layer, head]) => {
-    const heads = (el.layout.annotations || []).filter(a => a.text.startsWith("L0H")).length;
-    const n = layer * heads + head + 1, sfx = n === 1 ? "" : String(n);
-    const full = el._fullLayout || {}, xa = full["xaxis" + sfx], ya = full["yaxis" + sfx];
-    if (!heads || !xa || !ya) return null;
-    const box = el.getBoundingClientRect();
-    return [box.x + xa._offset + xa._length / 2, box.y + ya._offset + ya._length / 2];
-}"""
-
 
 def wait_for(fn, what: str, timeout: float = 60):
     deadline = time.monotonic() + timeout

@@ -9,7 +9,7 @@ import streamlit as st
 
 from tinyviz.analysis import export
 from tinyviz.app import bundle_store, loaders, state
-from tinyviz.app.registry import live_fragment, registry
+from tinyviz.app.registry import live_fragment, registry, training
 from tinyviz.app.uploads import UploadError, extract_run_zip, import_server_model, import_uploaded_model
 from tinyviz.training.runs import Run, RunError
 from tinyviz.training.runzip import export_run_zip
@@ -198,7 +198,7 @@ def step_control(run_id: str | None) -> None:
     if not run_id:
         return
     with st.sidebar:
-        if registry().get(run_id) is not None and registry().get(run_id).alive:
+        if training(run_id):
             def draw():
                 _step_slider(run_id)
                 if state.get(state.STEP_MOVED):
