@@ -10,7 +10,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle torch threads sleep 
 
 import streamlit as st  # noqa: E402
 
-from tinyviz.app import page  # noqa: E402
+from tinyviz.ui import page  # noqa: E402
 
 # an emoji favicon is drawn in the page; a :material/...: icon is fetched from fonts.gstatic.com
 st.set_page_config(page_title="tinyviz", page_icon="🔬", layout="wide")

@@ -3,7 +3,8 @@
 import streamlit as st
 
 from tinyviz.analysis import plots
-from tinyviz.app import (
+from tinyviz.training.runs import RunError, check_run_name
+from tinyviz.ui import (
     ablate_panel,
     analysis,
     config_form,
@@ -12,8 +13,7 @@ from tinyviz.app import (
     sweep_panel,
     widgets,
 )
-from tinyviz.app.registry import RegistryFull, live_fragment, live_metrics, registry
-from tinyviz.training.runs import RunError, check_run_name
+from tinyviz.ui.registry import RegistryFull, live_fragment, live_metrics, registry
 
 
 def pick_runs() -> list:

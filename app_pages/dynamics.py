@@ -3,7 +3,7 @@
 import streamlit as st
 
 from tinyviz.analysis import dynamics, plots
-from tinyviz.app import analysis, loaders, page, state, widgets
+from tinyviz.ui import analysis, loaders, page, state, widgets
 
 
 def _on_timeline_click() -> None:

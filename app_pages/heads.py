@@ -3,7 +3,7 @@
 import streamlit as st
 
 from tinyviz.analysis import plots, probes
-from tinyviz.app import analysis, loaders, page, state, widgets
+from tinyviz.ui import analysis, loaders, page, state, widgets
 
 YOUR_PROMPT, REPLAY = state.YOUR_PROMPT, state.REPLAY
 TOKEN_VIEW = "heads_token_view"  # the head view chart (one token in every head): its key and selection state

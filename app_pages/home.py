@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from tinyviz.app import loaders, page, sidebar, state
-from tinyviz.app.registry import registry
+from tinyviz.ui import loaders, page, sidebar, state
+from tinyviz.ui.registry import registry
 
 st.title("tinyviz")
 st.markdown(

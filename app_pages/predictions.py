@@ -3,7 +3,7 @@
 import streamlit as st
 
 from tinyviz.analysis import plots, probes
-from tinyviz.app import analysis, loaders, page, state, widgets
+from tinyviz.ui import analysis, loaders, page, state, widgets
 
 run = page.run_header("Predictions")
 run_id, cfg = str(run.path), run.config.model

@@ -4,9 +4,9 @@ import streamlit as st
 
 from tinyviz import resources
 from tinyviz.analysis import plots
-from tinyviz.app import analysis, loaders, page, state, widgets
 from tinyviz.config import SampleConfig
 from tinyviz.model.sampling import MOST_DEFAULT_TOKENS, default_new_tokens, seconds_per_token
+from tinyviz.ui import analysis, loaders, page, state, widgets
 
 run = page.run_header("Sample")
 run_id = str(run.path)

@@ -4,12 +4,12 @@ import hashlib
 
 import streamlit as st
 
-from tinyviz.app import config_form, loaders, state, train_panel, widgets
-from tinyviz.app.registry import MAX_CONCURRENT, RegistryFull, registry
 from tinyviz.config import BPE_VOCAB_MAX, BPE_VOCAB_MIN, CHOICES, PRESETS, preset
 from tinyviz.data import corpora
 from tinyviz.data.text import MAX_CORPUS_BYTES, CorpusError, decode_bytes
 from tinyviz.training.runs import RunError, atomic_write, check_run_name
+from tinyviz.ui import config_form, loaders, state, train_panel, widgets
+from tinyviz.ui.registry import MAX_CONCURRENT, RegistryFull, registry
 
 BUILTIN, UPLOAD, PATH = "Built-in corpus", "Upload a .txt", "A file path"
 

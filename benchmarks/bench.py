@@ -239,7 +239,7 @@ def demo_run(args, tmp: Path) -> Path:
 
 
 def bench_interaction(args, tmp: Path) -> dict:
-    """What the Heads and Sample pages call on a click or a slider move (tinyviz.app.analysis and
+    """What the Heads and Sample pages call on a click or a slider move (tinyviz.ui.analysis and
     loaders wrap these same functions in Streamlit caches, which this times as misses)."""
     from tinyviz.analysis import plots
 
@@ -293,9 +293,9 @@ def bench_big(args, tmp: Path) -> dict:
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     from tinyviz.analysis import plots
-    from tinyviz.app import widgets  # the Sample page's html of the shaded tokens
     from tinyviz.data.foreign import HFTokenizer
     from tinyviz.model.transformer import Transformer
+    from tinyviz.ui import widgets  # the Sample page's html of the shaded tokens
 
     big = dict(GPT2_SMALL, n_layers=2, n_heads=2, d_model=64, d_vocab=1000) if args.quick else GPT2_SMALL
     cfg = ModelConfig(**big)

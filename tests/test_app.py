@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tinyviz.app import analysis
 from tinyviz.config import apply_overrides, preset
 from tinyviz.training.runs import Run
 from tinyviz.training.session import TrainingSession
+from tinyviz.ui import analysis
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 
@@ -40,7 +40,7 @@ def runs_root(tmp_path, demo, monkeypatch):
     shutil.copytree(demo, root / "demo")
     monkeypatch.setenv("TINYVIZ_RUNS", str(root))
     yield root
-    from tinyviz.app.registry import registry
+    from tinyviz.ui.registry import registry
 
     registry().stop_all()
 
@@ -76,7 +76,7 @@ def test_the_run_picker_takes_picks_only_from_the_box_on_the_page(monkeypatch):
     """The browser may report the value of a picker drawn before the current one (its key changes
     with the options and the current run); right after Start that value is the demo, and taking it
     moved a trainer's session off its own run."""
-    from tinyviz.app import sidebar, state
+    from tinyviz.ui import sidebar, state
 
     session = {state.RUN: "runs/mine", state.RUN_PICKER_DRAWN: "sidebar_run_new",
                "sidebar_run_old": "runs/demo", "sidebar_run_new": "runs/mine"}
@@ -207,7 +207,7 @@ def test_train_start_see_metrics_then_stop(runs_root):
 
 
 def test_a_third_training_is_refused_in_a_sentence(tmp_path):
-    from tinyviz.app.registry import MAX_CONCURRENT, Registry, RegistryFull
+    from tinyviz.ui.registry import MAX_CONCURRENT, Registry, RegistryFull
 
     reg = Registry()
     cfg = apply_overrides(preset("micro"), SMALL + ["steps=100000"])
@@ -252,8 +252,8 @@ def test_write_up_bundle_collects_figures_and_builds_a_zip(runs_root, monkeypatc
 def test_pages_live_outside_a_pages_folder():
     """A pages/ folder beside app.py switches Streamlit to its legacy mode for a process's first run
     (a page runs without the frame, or "Page not found" shows): page files belong in app_pages/."""
-    assert not (ROOT / "pages").exists(), "move page files to app_pages/ and register them in tinyviz/app/page.PAGES"
-    from tinyviz.app import page
+    assert not (ROOT / "pages").exists(), "move page files to app_pages/ and register them in tinyviz/ui/page.PAGES"
+    from tinyviz.ui import page
 
     files = sorted(f"app_pages/{f.name}" for f in (ROOT / "app_pages").glob("*.py"))
     assert sorted(p for p, _, _ in page.PAGES.values()) == files

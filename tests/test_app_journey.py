@@ -31,7 +31,7 @@ def test_each_preset_starts_the_same_config_as_the_cli(runs_root, tmp_path, name
     at.selectbox(key="train_preset").set_value(name).run()
     at.number_input(key=f"cfg_{name}_train_steps").set_value(200).run()  # a field a person could set too
     at.button(key="train_start").click().run()
-    from tinyviz.app.registry import registry
+    from tinyviz.ui.registry import registry
 
     registry().stop_all()
     ok(at)
@@ -47,7 +47,7 @@ def test_a_data_field_edited_after_the_preset_wins(runs_root):
     at.number_input(key="cfg_stories-0.8m_data_bpe").set_value(400).run()
     at.number_input(key="cfg_stories-0.8m_data_corpus_chars").set_value(50_000).run()
     at.button(key="train_start").click().run()
-    from tinyviz.app.registry import registry
+    from tinyviz.ui.registry import registry
 
     registry().stop_all()
     data = json.loads((runs_root / "stories-0.8m-tinytales-1" / "config.json").read_text())["data"]
@@ -60,7 +60,7 @@ def test_while_training_the_sidebar_shows_the_live_step_and_start_is_a_toast(run
     import re
     import time
 
-    from tinyviz.app.registry import registry
+    from tinyviz.ui.registry import registry
 
     at = ok(app("train"))
     at.number_input(key="cfg_micro_train_steps").set_value(5000).run()

@@ -22,7 +22,7 @@ def runs_root(tmp_path, trained, monkeypatch):
     (root / "ablate-residual" / "summary.md").write_text("# an ablation's summary")
     monkeypatch.setenv("TINYVIZ_RUNS", str(root))
     yield root
-    from tinyviz.app.registry import registry
+    from tinyviz.ui.registry import registry
 
     registry().stop_all()
 

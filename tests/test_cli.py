@@ -77,8 +77,8 @@ def test_heads_scores_a_non_causal_model_as_non_causal(tmp_path, capsys, monkeyp
     import numpy as np
 
     from tinyviz.analysis import probes
-    from tinyviz.app import analysis
     from tinyviz.training.runs import Run
+    from tinyviz.ui import analysis
 
     out = tmp_path / "bidir"
     assert main(["train", "--preset", "micro", "--steps", "2", "--out", str(out), *SETS,

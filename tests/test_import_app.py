@@ -8,8 +8,8 @@ import pytest
 from import_helpers import gpt2, llama, save_hf, sentencepiece_vocab, tokenizer_bin, write_llama2c
 from test_app import app, demo, runs_root  # noqa: F401  (fixtures: a temporary runs folder holding the demo)
 
-from tinyviz.app.uploads import UploadError, import_server_model, import_uploaded_model
 from tinyviz.training.runs import Run
+from tinyviz.ui.uploads import UploadError, import_server_model, import_uploaded_model
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 

@@ -1,4 +1,4 @@
-"""The package's imports point one way: config -> model -> data -> analysis -> training -> experiments -> app / cli.
+"""The package's imports point one way: config -> model -> data -> analysis -> training -> experiments -> ui / cli.
 
 Read from the source with ast (nothing is imported), so a wrong import fails here before it can make a cycle
 or drag streamlit into the CLI.
@@ -13,9 +13,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# lowest first; a module may import its own layer or a lower one. app and cli share a rank but are
+# lowest first; a module may import its own layer or a lower one. ui and cli share a rank but are
 # separate layers: neither imports the other.
-LAYERS = {"config": 0, "model": 1, "data": 2, "analysis": 3, "training": 4, "experiments": 5, "app": 6, "cli": 6}
+LAYERS = {"config": 0, "model": 1, "data": 2, "analysis": 3, "training": 4, "experiments": 5, "ui": 6, "cli": 6}
 # modules directly in tinyviz/ and their layer; a subpackage's layer is its name
 TOP_LEVEL = {"__init__": "config", "config": "config", "resources": "config", "cli": "cli", "__main__": "cli"}
 
@@ -77,8 +77,8 @@ def violations(root: Path) -> list[str]:
                 other = layer(mod)
                 if other != me and LAYERS[other] >= LAYERS[me]:
                     out.append(f"{where}:{line} imports {mod}: the {me} layer may not import from {other}")
-            elif top == "streamlit" and me != "app":
-                out.append(f"{where}:{line} imports streamlit: only tinyviz/app may")
+            elif top == "streamlit" and me != "ui":
+                out.append(f"{where}:{line} imports streamlit: only tinyviz/ui may")
             elif top == "benchmarks":
                 out.append(f"{where}:{line} imports {mod}: the package never imports benchmarks/")
     return out
@@ -96,9 +96,9 @@ def test_imports_point_down_the_layers():
 @pytest.mark.parametrize("where, line, rule", [
     ("model/hooks.py", "from tinyviz.training.runs import Run", "the model layer may not import from training"),
     ("data/text.py", "from tinyviz.analysis import plots", "the data layer may not import from analysis"),
-    ("cli.py", "    from tinyviz.app import state", "the cli layer may not import from app"),
-    ("app/state.py", "import tinyviz.cli", "the app layer may not import from cli"),
-    ("training/session.py", "import streamlit as st", "only tinyviz/app may"),
+    ("cli.py", "    from tinyviz.ui import state", "the cli layer may not import from ui"),
+    ("ui/state.py", "import tinyviz.cli", "the ui layer may not import from cli"),
+    ("training/session.py", "import streamlit as st", "only tinyviz/ui may"),
     ("experiments/ablate.py", "from benchmarks.reference import RefGPT", "never imports benchmarks/"),
     ("training/runs.py", "from ..experiments import sweep", "the training layer may not import from experiments"),
 ])

@@ -76,9 +76,9 @@ def test_logit_lens_explains_the_embed_row_of_tied_embeddings(runs_root):
 
 
 def test_a_run_downloaded_from_the_sidebar_opens_again_with_its_upload(runs_root, tmp_path):
-    from tinyviz.app.uploads import extract_run_zip
     from tinyviz.training.runs import Run
     from tinyviz.training.runzip import export_run_zip
+    from tinyviz.ui.uploads import extract_run_zip
 
     at = ok(app())
     assert at.sidebar.get("download_button"), "no run download in the sidebar"

@@ -44,7 +44,7 @@ def test_the_head_view_shows_the_captured_attention_row_of_the_query_in_every_he
 
 
 def test_every_cell_of_a_small_head_view_is_a_click_target_naming_its_key_column():
-    from tinyviz.app import analysis
+    from tinyviz.ui import analysis
 
     rng = np.random.default_rng(0)
     p = rng.random((2, 3, 9, 9)).astype(np.float32)

@@ -75,8 +75,8 @@ def test_server_defaults(monkeypatch):
     assert server.get("enableCORS", True) is True
     assert server["fileWatcherType"] == "none"
     assert raw["browser"]["gatherUsageStats"] is False
-    from tinyviz.app.uploads import MAX_ZIP_BYTES
     from tinyviz.data.text import MAX_CORPUS_BYTES
+    from tinyviz.ui.uploads import MAX_ZIP_BYTES
     # the cap fits what the app accepts: a corpus (checked again in code) or a zipped run
     assert MAX_CORPUS_BYTES / 1e6 <= server["maxUploadSize"] <= MAX_ZIP_BYTES / 1e6
     # and Streamlit reads it so: the effective options, as `streamlit run` in the repo sees them
@@ -95,7 +95,7 @@ def test_server_defaults(monkeypatch):
 
 
 def test_training_threads_follow_the_cores_or_the_setting(monkeypatch):
-    from tinyviz.app import registry
+    from tinyviz.ui import registry
     monkeypatch.delenv(registry.TRAIN_THREADS_ENV, raising=False)
     monkeypatch.setattr(registry.os, "cpu_count", lambda: 9)
     assert [registry.train_threads(k) for k in (0, 1)] == [9, 4]
@@ -236,7 +236,7 @@ TINY_FORM = {"model_n_layers": 1, "model_n_heads": 2, "model_d_model": 16, "mode
 
 @pytest.fixture
 def registry_cleanup():
-    from tinyviz.app.registry import registry
+    from tinyviz.ui.registry import registry
     yield registry
     registry().stop_all()
 
@@ -422,7 +422,7 @@ def test_stop_in_the_app_mid_run_ends_cleanly(runs_root, registry_cleanup):
     job = registry_cleanup().get(str(runs_root / "r1"))
     assert job is not None and wait_for(lambda: job.snapshot()["step"] >= 3)
     at.run()
-    from tinyviz.app.train_panel import control_key
+    from tinyviz.ui.train_panel import control_key
     at.button(key=control_key("stop", job.run_id)).click().run()  # keyed per run
     assert wait_for(lambda: not job.alive)
     at.run()
@@ -434,7 +434,7 @@ def test_stop_in_the_app_mid_run_ends_cleanly(runs_root, registry_cleanup):
 
 
 def test_the_concurrent_training_limit_is_explained(runs_root, registry_cleanup):
-    from tinyviz.app.registry import MAX_CONCURRENT
+    from tinyviz.ui.registry import MAX_CONCURRENT
     reg = registry_cleanup()
     cfg = apply_overrides(preset("micro"), TINY + ["steps=100000", "checkpoint_interval=0"])
     for i in range(MAX_CONCURRENT):

@@ -107,8 +107,8 @@ def test_the_train_page_offers_resume_for_a_run_whose_server_died(killed, tmp_pa
     root = tmp_path / "runs"
     shutil.copytree(killed[0], root / "a")
     monkeypatch.setenv("TINYVIZ_RUNS", str(root))
-    from tinyviz.app.registry import registry
-    from tinyviz.app.train_panel import control_key
+    from tinyviz.ui.registry import registry
+    from tinyviz.ui.train_panel import control_key
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.query_params["run"] = "a"
@@ -134,7 +134,7 @@ APP = """
 import subprocess, sys, time
 sys.path.insert(0, "tests")
 from reliability_helpers import TINY
-from tinyviz.app.registry import child_env
+from tinyviz.ui.registry import child_env
 sets = [a for s in TINY + sys.argv[2].split(",") for a in ("--set", s)]
 child = subprocess.Popen([sys.executable, "-m", "tinyviz", "train", "--preset", "micro", *sets, "--out", sys.argv[1]],
                          env=child_env(0), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

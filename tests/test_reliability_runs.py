@@ -292,8 +292,8 @@ def test_run_zip_skips_what_zip_tools_add_and_can_pick_a_free_name(tmp_path, tra
 
 
 def test_the_apps_zip_upload_uses_the_same_checks(tmp_path, trained):
-    """The sidebar's uploader (tinyviz.app.uploads) delegates to import_run_zip: one implementation."""
-    from tinyviz.app.uploads import UploadError, extract_run_zip
+    """The sidebar's uploader (tinyviz.ui.uploads) delegates to import_run_zip: one implementation."""
+    from tinyviz.ui.uploads import UploadError, extract_run_zip
 
     marker = tmp_path / "ran"
     run = extract_run_zip(zip_of(trained), tmp_path / "runs", "my run.zip")

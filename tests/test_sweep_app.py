@@ -95,7 +95,7 @@ def test_ablation_launcher_says_where_its_grid_runs(runs_root, monkeypatch):
 
 
 def test_ablation_launcher_sends_the_grid_to_the_ray_address(tmp_path, monkeypatch):
-    from tinyviz.app import ablate_panel
+    from tinyviz.ui import ablate_panel
 
     seen = {}
 

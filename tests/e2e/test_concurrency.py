@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from tinyviz.app.registry import MAX_CONCURRENT
+from tinyviz.ui.registry import MAX_CONCURRENT
 
 from .conftest import ARTIFACTS
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from tinyviz.app import state, widgets
 from tinyviz.experiments import sweep
 from tinyviz.training.runs import RunError
+from tinyviz.ui import state, widgets
 
 
 def sweep_folders(root: Path) -> list[Path]:

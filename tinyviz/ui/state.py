@@ -86,7 +86,7 @@ ABLATE_PRESET = "ablate_preset"  # the ablation panel (tinyviz/ui/ablate_panel.p
 ABLATE_SEEDS = "ablate_seeds"  # suffixed with the preset name: each preset has its own default
 ABLATE_STEPS = "ablate_steps"
 ABLATE_CORPUS = "ablate_corpus"
-SWEEP_FOLDER = "sweep_folder"  # the sweep folder opened on Compare (tinyviz/app/sweep_panel.py)
+SWEEP_FOLDER = "sweep_folder"  # the sweep folder opened on Compare (tinyviz/ui/sweep_panel.py)
 SWEEP_CELLS = "sweep_cells"  # suffixed with the folder's name: the cells whose curves are drawn
 
 RUN_SCOPED = (STEP, DYN_TIMELINE, DYN_JUMP, TRAIN_JUMP, DYN_A, DYN_B, DYN_PROMPT, REPORT_HTML,

@@ -110,7 +110,7 @@ def kept_steps(run_id: str) -> list[int]:
 def shown_step(run_id: str) -> int:
     """The step whose weights the pages show: the step control's choice, else the latest kept step
     (the checkpoint's step for a run without history)."""
-    from tinyviz.app import state
+    from tinyviz.ui import state
 
     steps = kept_steps(run_id)
     want = state.get(state.STEP)
@@ -186,7 +186,7 @@ def metrics(run_id: str) -> list[dict]:
 
 def current_run_or_error() -> Run | None:
     """The sidebar's run, or None after st.error says why (no run, or a damaged folder)."""
-    from tinyviz.app import state
+    from tinyviz.ui import state
 
     run_id = state.get(state.RUN)
     if not run_id:

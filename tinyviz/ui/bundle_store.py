@@ -18,8 +18,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from tinyviz.analysis import export
-from tinyviz.app import loaders
 from tinyviz.training.runs import RunError, atomic_write
+from tinyviz.ui import loaders
 
 FOLDER = "_bundle"
 

@@ -15,13 +15,13 @@ import pandas as pd
 import streamlit as st
 
 from tinyviz.analysis import dynamics, plots, probes
-from tinyviz.app import loaders
-from tinyviz.app.registry import every_core_while_idle
 from tinyviz.config import RunConfig, SampleConfig
 from tinyviz.data.text import visible
 from tinyviz.model.sampling import Generation, SampleResult
 from tinyviz.training import dynamics as dynamics_store
 from tinyviz.training.runs import Run, RunError
+from tinyviz.ui import loaders
+from tinyviz.ui.registry import every_core_while_idle
 
 
 def default_prompt(run: Run, tokenizer, n_tokens: int | None = None) -> str:

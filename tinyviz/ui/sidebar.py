@@ -8,11 +8,11 @@ from pathlib import Path
 import streamlit as st
 
 from tinyviz.analysis import export
-from tinyviz.app import bundle_store, loaders, state
-from tinyviz.app.registry import live_fragment, registry, training
-from tinyviz.app.uploads import UploadError, extract_run_zip, import_server_model, import_uploaded_model
 from tinyviz.training.runs import Run, RunError
 from tinyviz.training.runzip import export_run_zip
+from tinyviz.ui import bundle_store, loaders, state
+from tinyviz.ui.registry import live_fragment, registry, training
+from tinyviz.ui.uploads import UploadError, extract_run_zip, import_server_model, import_uploaded_model
 
 LIVE_S = 5.0  # the status line's refresh while a run trains
 URL_PARAM = "run"  # ?run=NAME: the current run's folder name

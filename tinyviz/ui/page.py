@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from tinyviz.app import loaders, sidebar, widgets
 from tinyviz.training.runs import Run, RunError
+from tinyviz.ui import loaders, sidebar, widgets
 
 HOME = "app_pages/home.py"
 PAGES = {  # title -> (file, icon, what it is for)
@@ -62,7 +62,7 @@ def run_header(title: str) -> Run:
 
 def link_params() -> dict | None:
     """The address parameters a page link carries: the current run and step."""
-    from tinyviz.app import state
+    from tinyviz.ui import state
 
     return sidebar.link_params(state.get(state.RUN))
 
@@ -71,7 +71,7 @@ def open_head(run_id: str, layer: int, head: int, step: int) -> None:
     """Switch to Heads showing head (layer, head) at `step`: the sidebar's "Weights at step" moves there
     (None for the latest) and Heads shows the prompt with those weights; a step whose weights were not
     kept (only its attention snapshot was) opens the training replay at that step instead."""
-    from tinyviz.app import state
+    from tinyviz.ui import state
 
     steps = loaders.kept_steps(run_id)
     if step in steps:

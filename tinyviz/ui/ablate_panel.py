@@ -20,10 +20,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from tinyviz.app import loaders, state, widgets
 from tinyviz.data import corpora
 from tinyviz.experiments import ablate, ablations
 from tinyviz.training.runs import metrics_lines_since
+from tinyviz.ui import loaders, state, widgets
 
 
 @dataclass

@@ -12,8 +12,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from tinyviz.analysis import export
-from tinyviz.app import bundle_store, loaders, state
 from tinyviz.data.text import VISIBLE, UnknownCharactersError, visible
+from tinyviz.ui import bundle_store, loaders, state
 
 
 def sentence(text) -> str:

@@ -16,10 +16,10 @@ import numpy as np
 import streamlit as st
 
 from tinyviz.analysis import plots, probes
-from tinyviz.app import analysis, loaders, page, state, widgets
-from tinyviz.app.registry import RegistryFull, registry
 from tinyviz.training import health
 from tinyviz.training.runs import CONFIG, RunError, file_version
+from tinyviz.ui import analysis, loaders, page, state, widgets
+from tinyviz.ui.registry import RegistryFull, registry
 
 # How often the live panel redraws while its run trains. Each redraw costs the browser (Streamlit's
 # frontend and Plotly) about 0.3 s of CPU and the server a little; on a 2-core laptop that is CPU the
