@@ -87,3 +87,12 @@ def test_smoothed_loss_chart_keeps_the_raw_curve_faint_behind():
     smooth = next(t for t in fig.data if t.name == "r train")
     assert len(raw) == 1 and raw[0].opacity < 0.5 and fig.data.index(raw[0]) < fig.data.index(smooth)
     assert np.std(np.diff(smooth.y)) < np.std(np.diff(raw[0].y))
+
+
+def test_single_line_charts_take_the_palette_not_plotlys_default_blue():
+    metrics = [{"step": s, "lr": 1e-3 * s, "tokens_per_s": 1000.0 + s} for s in range(1, 50)]
+    for key in ("lr", "tokens_per_s"):
+        fig = plots.metric_curve(metrics, key, "demo", key)
+        assert fig.data[0].line.color is None  # the colour comes from the layout, for every such chart
+        assert fig.layout.colorway[0] == plots.PALETTE[0]
+        assert tuple(fig.layout.colorway) == plots.PALETTE

@@ -35,8 +35,11 @@ def title(*parts) -> str:
 def _layout(fig: go.Figure, text: str, **kw) -> go.Figure:
     kw.setdefault("margin", dict(l=60, r=20, t=60, b=50))
     # the title sits 28 px down, below the toolbar (which appears at the top right on hover) instead of under it
-    fig.update_layout(template=TEMPLATE, title=dict(text=text, x=0, xanchor="left", font_size=15, yref="container",
-                                                    y=1, yanchor="top", pad=dict(t=28)), **kw)
+    # colorway: a trace without its own colour (single-line charts such as lr and tokens/s) takes the palette's
+    # first colour, not plotly's default blue
+    fig.update_layout(template=TEMPLATE, colorway=PALETTE,
+                      title=dict(text=text, x=0, xanchor="left", font_size=15, yref="container", y=1, yanchor="top",
+                                 pad=dict(t=28)), **kw)
     return fig
 
 
