@@ -167,3 +167,45 @@ def test_summarize_rebuilds_the_same_summary_from_the_folder(tying):
     again = ablate.summarize(tying.out, images=False)
     assert (tying.out / "summary.md").read_text() == before
     assert again.verdict == tying.verdict and again.stats["tied"].final == tying.stats["tied"].final
+
+
+def test_reuse_copies_a_finished_run_with_the_same_config_and_changes_no_number(tying, tmp_path):
+    # posemb's reference arm (learned) is tying's reference arm (tied): same config but the preset label
+    reused = _tiny(tmp_path / "reused", "posemb", reuse=[str(tying.out)])
+    fresh = _tiny(tmp_path / "fresh", "posemb")
+    assert (reused.out / "curves.csv").read_bytes() == (fresh.out / "curves.csv").read_bytes()
+    assert reused.stats == fresh.stats and reused.verdict == fresh.verdict
+    sources = {r["arm"]: r["reused_from"] for r in reused.runs if r["seed"] == 0}
+    assert sources == {"learned": str(tying.out / "tied-seed0"), "sinusoidal": None, "rope": None, "none": None}
+    assert Run.open(reused.out / "learned-seed1").config.preset == "ablate-posemb"  # relabelled, source untouched
+    assert Run.open(tying.out / "tied-seed1").config.preset == "ablate-tying"
+    for r in reused.runs:  # the extras are evaluated again, not copied: the same greedy text and causal val loss
+        twin = next(f for f in fresh.runs if (f["arm"], f["seed"]) == (r["arm"], r["seed"]))
+        assert (r["sample"], r["causal_val_loss"], r["steps_done"]) == (twin["sample"], twin["causal_val_loss"],
+                                                                        twin["steps_done"])
+
+
+def test_reuse_of_its_own_folder_trains_only_what_did_not_finish(tying, tmp_path, monkeypatch):
+    import shutil
+
+    from tinyviz.training.session import TrainingSession
+
+    out = tmp_path / "stopped"
+    shutil.copytree(tying.out, out)
+    run = Run.open(out / "untied-seed1")
+    run.write_state(status="stopped", message="stopped by request")  # as a stop mid-sweep leaves it
+    started = []
+    real_start = TrainingSession.start.__func__
+    monkeypatch.setattr(TrainingSession, "start",
+                        classmethod(lambda cls, cfg, path, **kw: started.append(path.name) or real_start(cls, cfg, path,
+                                                                                                          **kw)))
+    again = _tiny(out, "tying", reuse=[str(out)])
+    assert started == ["untied-seed1"]
+    assert (again.out / "curves.csv").read_bytes() == (tying.out / "curves.csv").read_bytes()
+    assert again.stats == tying.stats
+
+
+def test_reuse_of_a_missing_folder_is_a_sentence(tmp_path, capsys):
+    code = main(["ablate", "tying", "--seeds", "1", "--steps", "2", "--out", str(tmp_path / "o"),
+                 "--reuse", str(tmp_path / "nowhere"), *[a for s in TINY for a in ("--set", s)]])
+    assert code == 2 and "--reuse" in capsys.readouterr().err and not (tmp_path / "o").exists()

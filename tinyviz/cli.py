@@ -245,7 +245,7 @@ def cmd_ablate(args) -> int:
     try:
         res = run_ablation(args.preset, seeds=args.seeds, steps=args.steps, corpus=args.corpus,
                            workers=args.workers, out=args.out, sets=args.set or [], on_progress=bar,
-                           executor=executor)
+                           executor=executor, reuse=args.reuse or [])
     finally:
         bar.close()
         getattr(executor, "close", lambda: None)()
@@ -253,8 +253,14 @@ def cmd_ablate(args) -> int:
     print(f"{res.ablation.name}: {label}. {line}", file=sys.stderr)
     for note in res.notes:
         print(f"note: {note}", file=sys.stderr)
-    print(f"{len(res.runs)} runs in {res.wall_s:.0f} s; summary, figure and curves in {res.out}", file=sys.stderr)
+    print(f"{len(res.runs)} runs in {res.wall_s:.0f} s{_reused(res.runs)}; summary, figure and curves in {res.out}",
+          file=sys.stderr)
     return 0
+
+
+def _reused(runs: list[dict]) -> str:
+    n = sum(1 for r in runs if r.get("reused_from"))
+    return f" ({n} of them finished runs with the same config, copied from --reuse)" if n else ""
 
 
 def cmd_sweep(args) -> int:
@@ -271,15 +277,15 @@ def cmd_sweep(args) -> int:
           f"{sweep.base.train.steps} steps -> {out}", file=sys.stderr)
     bar = _Progress("sweep")
     try:
-        res = run_sweep(sweep, out, executor, on_progress=bar, images=not args.no_images)
+        res = run_sweep(sweep, out, executor, on_progress=bar, images=not args.no_images, reuse=args.reuse or [])
     finally:
         bar.close()
         getattr(executor, "close", lambda: None)()
     for note in res.notes:
         print(f"note: {note}", file=sys.stderr)
     nodes = sorted({r["node"] for r in res.runs})
-    print(f"{len(res.runs)} runs in {res.wall_s:.0f} s on {len(nodes)} node(s); results.csv, summary.md, "
-          f"curves.csv and loss.html in {out}", file=sys.stderr)
+    print(f"{len(res.runs)} runs in {res.wall_s:.0f} s on {len(nodes)} node(s){_reused(res.runs)}; results.csv, "
+          f"summary.md, curves.csv and loss.html in {out}", file=sys.stderr)
     return 0
 
 
@@ -291,6 +297,9 @@ def _executor_args(p) -> None:
     p.add_argument("--workers", type=int, default=None, help="local worker processes (default min(2, cores))")
     p.add_argument("--gpus-per-run", type=float, default=1.0,
                    help="GPUs each device=cuda run asks Ray for; a fraction packs runs on one GPU (default 1)")
+    p.add_argument("--reuse", action="append", metavar="DIR",
+                   help="a folder of finished runs (another sweep's or ablation's --out, or this one's to finish a "
+                        "stopped sweep): a run there with exactly a cell's config is copied, not trained again")
 def cmd_import(args) -> int:
     from tinyviz.training.importer import import_model
 

@@ -182,20 +182,22 @@ def run_ablation(name: str, seeds: int | None = None, steps: int | None = None, 
                  workers: int | None = None, out: Path | None = None, sets: tuple[str, ...] | list[str] = (),
                  on_progress: Callable[[int, int], None] | None = None,
                  stop: threading.Event | None = None, images: bool = True,
-                 sample_tokens: int = SAMPLE_TOKENS, executor=None) -> AblationResult:
+                 sample_tokens: int = SAMPLE_TOKENS, executor=None,
+                 reuse: list[str] | tuple[str, ...] = ()) -> AblationResult:
     """Train every arm x seed of a preset and write runs, curves, figure, results and summary into out.
 
     The preset runs as a sweep (``tinyviz.experiments.sweep``) whose one grid field is the arm, on
     executor (default: ``LocalExecutor(workers)``, spawned processes, so a script that calls this needs
     the usual ``if __name__ == "__main__":`` guard). on_progress(done_steps, total_steps) is called from
     this thread as runs report. images=False skips the PNG/SVG export (kaleido starts a browser, seconds
-    per image); HTML is always written.
+    per image); HTML is always written. reuse: see ``run_sweep``.
     """
     sw = ablation_sweep(name, seeds, steps, corpus, sets)
     executor = executor or LocalExecutor(workers)
     out = Path(out or f"checkpoints/ablate-{sw.name}")
     progress = None if on_progress is None else (lambda done, total, *_: on_progress(done, total))
-    swept = run_sweep(sw, out, executor, progress, stop, images=images, report=False, sample_tokens=sample_tokens)
+    swept = run_sweep(sw, out, executor, progress, stop, images=images, report=False, sample_tokens=sample_tokens,
+                      reuse=reuse)
     runs = [{**r, "arm": r["cell"]} for r in swept.runs]
     res = AblationResult(get(name), out, sw.base, sw.seeds, runs, {}, ("", ""), swept.wall_s, swept.executor, [])
     _finish(res, images)

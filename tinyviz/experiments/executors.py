@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import multiprocessing
 import os
 import queue as queue_mod
@@ -74,7 +75,10 @@ def train_one(job: dict, on_step: OnStep | None = None, stop: threading.Event | 
     t0 = time.perf_counter()
     q, mp_stop = _worker.get("queue"), _worker.get("stop")
     cfg = RunConfig.from_dict(job["config"])
-    session = TrainingSession.start(cfg, Path(job["path"]), overwrite=True)
+    if job.get("reused_from"):  # a finished copy (see adopt_run): open it where it stopped, at its last step
+        session = TrainingSession.resume(Path(job["path"]))
+    else:
+        session = TrainingSession.start(cfg, Path(job["path"]), overwrite=True)
 
     def report(m) -> None:
         if on_step is not None:
@@ -106,8 +110,68 @@ def train_one(job: dict, on_step: OnStep | None = None, stop: threading.Event | 
         "d_vocab": session.run.config.model.d_vocab, "causal_val_loss": causal_val, "sample": sample,
         "health": sorted({w.code for w in warnings}), "elapsed": trainer.elapsed,
         "wall_s": time.perf_counter() - t0, "tokens_per_s": tokens / trainer.elapsed if trainer.elapsed else None,
-        "unigram": unigram, "node": node_name(),
+        "unigram": unigram, "node": node_name(), "reused_from": job.get("reused_from"),
     }
+
+
+# -- runs trained before ----------------------------------------------------------------------------
+
+def config_key(config: dict) -> str:
+    """What fixes a run's numbers: its config without the preset (a label) and model.d_vocab (which the
+    data and tokenizer fields fix: training sets it to the fitted tokenizer's size)."""
+    c = {k: v for k, v in config.items() if k != "preset"}
+    c["model"] = {k: v for k, v in c["model"].items() if k != "d_vocab"}
+    return json.dumps(c, sort_keys=True)
+
+
+def reuse_index(folders: list[str] | tuple[str, ...]) -> dict[str, Path]:
+    """config key -> a finished run in one of folders (a sweep's or an ablation's output folder, or a runs
+    folder): trained to its last step by this torch version. A seeded run is bit-for-bit repeatable, so such a
+    run is what training its config again here would give."""
+    import torch
+
+    from tinyviz.training.runs import Run, RunError
+
+    index: dict[str, Path] = {}
+    for folder in folders:
+        if not Path(folder).is_dir():
+            raise ValueError(f"--reuse {folder}: no such folder; pass a sweep's or an ablation's output folder.")
+        for path in sorted(p.parent for p in Path(folder).glob("*/config.json")):
+            try:
+                run = Run.open(path)
+                done = run.state().get("status") == "done" and run.weights_step() == run.config.train.steps
+            except (RunError, OSError, ValueError):
+                continue
+            if done and run.meta.get("torch_version") == torch.__version__:
+                index.setdefault(config_key(run.config.to_dict()), path)
+    return index
+
+
+def adopt_run(job: dict, source: Path) -> dict | None:
+    """Put the finished run at source in the job's folder (copied, its preset label the job's) and evaluate it
+    as train_one does, with one thread; None when it cannot be opened exactly (its corpus changed, say) and
+    the job must train."""
+    import torch
+
+    from tinyviz.training.runs import RunError, atomic_write_json
+
+    target = Path(job["path"])
+    if source.resolve() != target.resolve():
+        tmp = target.with_name(f".{target.name}.adopt")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp)
+        raw = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
+        atomic_write_json(tmp / "config.json", {**raw, "preset": job["config"]["preset"]})
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the numbers of a worker
+    try:
+        return train_one({**job, "reused_from": str(source)})
+    except RunError:
+        return None
+    finally:
+        torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager

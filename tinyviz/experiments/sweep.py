@@ -232,15 +232,16 @@ def check_corpus(base: RunConfig) -> None:
 
 def run_sweep(sweep: Sweep, out: Path, executor, on_progress: Callable[[int, int, int, int], None] | None = None,
               stop: threading.Event | None = None, images: bool = True, report: bool = True,
-              sample_tokens: int | None = None) -> SweepResult:
+              sample_tokens: int | None = None, reuse: list[str] | tuple[str, ...] = ()) -> SweepResult:
     """Train every cell x seed on executor (LocalExecutor or RayExecutor) and write the sweep's folder.
 
     on_progress(done_steps, total_steps, done_runs, total_runs) is called from this thread. Runs are
     handed out longest first, so parallel workers finish together. report=False leaves the figure,
     curves and summary to the caller (an ablation writes its own, with the verdict); results.csv/.json
-    and sweep.json are always written.
+    and sweep.json are always written. reuse: folders whose finished runs with a job's exact config are copied
+    in instead of trained again (the output folder itself finishes a stopped sweep); see executors.reuse_index.
     """
-    from tinyviz.experiments.executors import SAMPLE_TOKENS
+    from tinyviz.experiments.executors import SAMPLE_TOKENS, adopt_run, config_key, reuse_index
 
     out = Path(out)
     check_corpus(sweep.base)
@@ -254,13 +255,22 @@ def run_sweep(sweep: Sweep, out: Path, executor, on_progress: Callable[[int, int
         if on_progress is not None:
             on_progress(sum(done_by_job.values()), total, len(finished), len(jobs))
 
+    index = reuse_index(reuse)
     executor.check(jobs)  # e.g. device=cuda where there is no GPU: a sentence, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     marker = out / f".sweep-{uuid.uuid4().hex[:12]}"  # a Ray task that sees this file writes its run in place
     marker.touch()
     t0 = time.perf_counter()
-    order = sorted(jobs, key=lambda j: -j["cost"])
+    order = []
     try:
+        for job in sorted(jobs, key=lambda j: -j["cost"]):
+            source = index.get(config_key(job["config"]))
+            res = None if source is None or (stop is not None and stop.is_set()) else adopt_run(job, source)
+            if res is None:
+                order.append(job)
+            else:
+                finished[job["id"]] = {**res, "values": job["values"]}
+                on_step(job["id"], res["steps_done"])
         stream = executor.run(order, on_step, stop, marker=marker) if executor.name == "ray" else \
             executor.run(order, on_step, stop)
         for res in stream:
@@ -271,7 +281,8 @@ def run_sweep(sweep: Sweep, out: Path, executor, on_progress: Callable[[int, int
     wall = time.perf_counter() - t0
     if len(finished) < len(jobs) or (stop is not None and stop.is_set()):
         raise ValueError(f"the sweep was stopped after {len(finished)} of {len(jobs)} runs; nothing was "
-                         "summarised (the finished runs' folders are kept).")
+                         f"summarised. The finished runs' folders are kept: the same command with --reuse {out} "
+                         "trains only the rest.")
     res = SweepResult(sweep, out, [finished[j["id"]] for j in jobs], wall, executor.describe())
     write_results(res)
     if report:
