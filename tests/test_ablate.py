@@ -177,6 +177,9 @@ def test_reuse_copies_a_finished_run_with_the_same_config_and_changes_no_number(
     assert reused.stats == fresh.stats and reused.verdict == fresh.verdict
     sources = {r["arm"]: r["reused_from"] for r in reused.runs if r["seed"] == 0}
     assert sources == {"learned": str(tying.out / "tied-seed0"), "sinusoidal": None, "rope": None, "none": None}
+    rows = json.loads((reused.out / "results.json").read_text())["rows"]
+    assert {r["run"]: r["reused_from"] for r in rows if r["reused_from"]} == {
+        f"learned-seed{s}": str(tying.out / f"tied-seed{s}") for s in (0, 1)}
     assert Run.open(reused.out / "learned-seed1").config.preset == "ablate-posemb"  # relabelled, source untouched
     assert Run.open(tying.out / "tied-seed1").config.preset == "ablate-tying"
     for r in reused.runs:  # the extras are evaluated again, not copied: the same greedy text and causal val loss

@@ -298,12 +298,13 @@ def run_sweep(sweep: Sweep, out: Path, executor, on_progress: Callable[[int, int
 # -- results ---------------------------------------------------------------------------------------
 
 RESULT_COLUMNS = ["run", "cell", "seed", "status", "steps", "final_loss", "val_loss", "tokens_per_s", "wall_s",
-                  "node", "n_params"]
+                  "node", "n_params", "reused_from"]
 
 
 def result_rows(res: SweepResult) -> list[dict]:
     """One row per run: grid values, seed, final train loss (mean of the last FINAL_WINDOW steps), last
-    val loss, training tokens/s, wall seconds (set-up, training, evaluation), node."""
+    val loss, training tokens/s, wall seconds (set-up, training, evaluation), node, and the run it was copied
+    from when --reuse found it finished (empty when it trained here)."""
     from tinyviz.training.runs import Run
 
     rows = []
@@ -315,7 +316,8 @@ def result_rows(res: SweepResult) -> list[dict]:
                "status": r["status"], "steps": r["steps_done"],
                "final_loss": sum(m["loss"] for m in tail) / len(tail) if tail else None,
                "val_loss": vals[-1] if vals else None, "tokens_per_s": r.get("tokens_per_s"),
-               "wall_s": r.get("wall_s"), "node": r.get("node"), "n_params": r.get("n_params")}
+               "wall_s": r.get("wall_s"), "node": r.get("node"), "n_params": r.get("n_params"),
+               "reused_from": r.get("reused_from")}
         rows.append(row)
     return rows
 

@@ -63,12 +63,16 @@ def render(root: Path) -> None:
                f"{len(desc.get('cells', []))} cells x {len(seeds)} seed(s) = {len(rows)} runs on "
                f"{desc.get('executor', '?')}, {desc.get('wall_s', 0):.0f} s wall.")
     frame = pd.DataFrame(rows)
+    if "reused_from" in frame and frame["reused_from"].isna().all():  # nothing was copied: no empty column
+        frame = frame.drop(columns="reused_from")
     st.dataframe(frame, hide_index=True, column_config={
         "final_loss": st.column_config.NumberColumn("final train loss", format="%.4f",
                                                     help=f"mean of the last {sweep.FINAL_WINDOW} steps"),
         "val_loss": st.column_config.NumberColumn("val loss", format="%.4f", help="the last evaluation"),
         "tokens_per_s": st.column_config.NumberColumn("tokens/s", format="%.0f"),
         "wall_s": st.column_config.NumberColumn("wall s", format="%.1f"),
+        "reused_from": st.column_config.TextColumn("copied from", help="a finished run with this config, reused "
+                                                                       "(--reuse) instead of trained again"),
     })
     if not any(r.get("val_loss") is not None for r in rows):
         st.warning("No run of this sweep has a validation loss yet (set eval_interval), so there is nothing to "
