@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -212,3 +213,32 @@ def test_reuse_of_a_missing_folder_is_a_sentence(tmp_path, capsys):
     code = main(["ablate", "tying", "--seeds", "1", "--steps", "2", "--out", str(tmp_path / "o"),
                  "--reuse", str(tmp_path / "nowhere"), *[a for s in TINY for a in ("--set", s)]])
     assert code == 2 and "--reuse" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_ctrl_c_mid_ablation_says_how_to_go_on_and_reuse_finishes_it(tmp_path, capsys, monkeypatch):
+    from tinyviz.experiments import executors
+
+    real, calls = executors.train_one, []
+
+    def interrupted_after_the_first_run(job, **kw):
+        calls.append(job["path"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the person presses Ctrl-C during the second run
+        return real(job, **kw)
+
+    out = tmp_path / "abl"
+    args = ["ablate", "tying", "--seeds", "1", "--steps", "6", "--workers", "1", "--out", str(out),
+            *[a for s in TINY for a in ("--set", s)]]
+    monkeypatch.setattr(executors, "train_one", interrupted_after_the_first_run)
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert f"--reuse {out}" in err and "kept" in err
+    monkeypatch.setattr(executors, "train_one", real)
+    seen = []
+    monkeypatch.setattr(executors, "train_one",
+                        lambda job, **kw: seen.append((Path(job["path"]).name, bool(job.get("reused_from"))))
+                        or real(job, **kw))
+    assert main([*args, "--reuse", str(out)]) == 0
+    finished_first = Path(calls[0]).name
+    assert sorted(seen) == sorted([(finished_first, True), (Path(calls[1]).name, False)])  # only the cut run trains
+    assert "(1 of them finished runs with the same config" in capsys.readouterr().err

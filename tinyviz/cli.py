@@ -242,10 +242,13 @@ def cmd_ablate(args) -> int:
     ablation_sweep(args.preset, args.seeds, args.steps, args.corpus, args.set or [])  # bad input: before connecting
     executor = _executor(args)
     bar = _Progress(f"ablate {args.preset}")
+    out = Path(args.out or f"checkpoints/ablate-{args.preset}")
     try:
         res = run_ablation(args.preset, seeds=args.seeds, steps=args.steps, corpus=args.corpus,
-                           workers=args.workers, out=args.out, sets=args.set or [], on_progress=bar,
+                           workers=args.workers, out=out, sets=args.set or [], on_progress=bar,
                            executor=executor, reuse=args.reuse or [])
+    except KeyboardInterrupt:
+        return _aborted(out)
     finally:
         bar.close()
         getattr(executor, "close", lambda: None)()
@@ -256,6 +259,13 @@ def cmd_ablate(args) -> int:
     print(f"{len(res.runs)} runs in {res.wall_s:.0f} s{_reused(res.runs)}; summary, figure and curves in {res.out}",
           file=sys.stderr)
     return 0
+
+
+def _aborted(out: Path) -> int:
+    """Ctrl-C during a sweep: what is kept and how to go on."""
+    print(f"aborted. The finished runs' folders in {out} are kept: the same command with --reuse {out} trains "
+          "only the rest.", file=sys.stderr)
+    return 130
 
 
 def _reused(runs: list[dict]) -> str:
@@ -278,6 +288,8 @@ def cmd_sweep(args) -> int:
     bar = _Progress("sweep")
     try:
         res = run_sweep(sweep, out, executor, on_progress=bar, images=not args.no_images, reuse=args.reuse or [])
+    except KeyboardInterrupt:
+        return _aborted(out)
     finally:
         bar.close()
         getattr(executor, "close", lambda: None)()
