@@ -209,10 +209,13 @@ def test_reuse_of_its_own_folder_trains_only_what_did_not_finish(tying, tmp_path
     assert again.stats == tying.stats
 
 
-def test_reuse_of_a_missing_folder_is_a_sentence(tmp_path, capsys):
-    code = main(["ablate", "tying", "--seeds", "1", "--steps", "2", "--out", str(tmp_path / "o"),
-                 "--reuse", str(tmp_path / "nowhere"), *[a for s in TINY for a in ("--set", s)]])
-    assert code == 2 and "--reuse" in capsys.readouterr().err and not (tmp_path / "o").exists()
+def test_reuse_of_a_missing_folder_is_a_sentence_unless_it_is_the_output(tmp_path, capsys):
+    args = ["ablate", "tying", "--seeds", "1", "--steps", "2", "--out", str(tmp_path / "o"),
+            *[a for s in TINY for a in ("--set", s)]]
+    assert main([*args, "--reuse", str(tmp_path / "nowhere")]) == 2
+    assert "--reuse" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    assert main([*args, "--reuse", str(tmp_path / "o")]) == 0  # a first run with --reuse on its own --out trains
+    assert "copied" not in capsys.readouterr().err
 
 
 def test_ctrl_c_mid_ablation_says_how_to_go_on_and_reuse_finishes_it(tmp_path, capsys, monkeypatch):

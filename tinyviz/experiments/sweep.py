@@ -255,7 +255,8 @@ def run_sweep(sweep: Sweep, out: Path, executor, on_progress: Callable[[int, int
         if on_progress is not None:
             on_progress(sum(done_by_job.values()), total, len(finished), len(jobs))
 
-    index = reuse_index(reuse)
+    # --reuse on the output folder itself is fine before it exists (a script that always passes it)
+    index = reuse_index([r for r in reuse if out.is_dir() or Path(r).resolve() != out.resolve()])
     executor.check(jobs)  # e.g. device=cuda where there is no GPU: a sentence, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     marker = out / f".sweep-{uuid.uuid4().hex[:12]}"  # a Ray task that sees this file writes its run in place
