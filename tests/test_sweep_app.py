@@ -115,3 +115,16 @@ def test_ablation_launcher_sends_the_grid_to_the_ray_address(tmp_path, monkeypat
     monkeypatch.delenv("TINYVIZ_RAY_ADDRESS")
     jobs.start("tying", tmp_path, seeds=1, steps=10, corpus="tinytales")
     assert "--executor" not in seen["cmd"]
+
+
+def test_the_table_names_copied_runs_only_when_a_sweep_copied_some(runs_root, swept):
+    at = compare()
+    table = next(df.value for df in at.dataframe if "val_loss" in df.value.columns)
+    assert "reused_from" not in table.columns  # nothing was copied: no empty column
+    sw = grid_sweep("micro", ["lr=1e-3,1e-2", "n_layers=1"], seeds=2, steps=6, sets=TINY)  # lr 1e-2 is new
+    run_sweep(sw, runs_root / "a-sweep-reusing", LocalExecutor(1), images=False, sample_tokens=4, reuse=[str(swept)])
+    at = compare()
+    at.selectbox(key="sweep_folder").set_value("a-sweep-reusing").run()
+    table = next(df.value for df in at.dataframe if "val_loss" in df.value.columns)
+    assert list(table["reused_from"]) == [str(swept / f"lr1e_3-n_layers1-seed{s}") for s in (0, 1)] + \
+        ["trained here"] * 2

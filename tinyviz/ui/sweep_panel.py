@@ -65,6 +65,8 @@ def render(root: Path) -> None:
     frame = pd.DataFrame(rows)
     if "reused_from" in frame and frame["reused_from"].isna().all():  # nothing was copied: no empty column
         frame = frame.drop(columns="reused_from")
+    elif "reused_from" in frame:
+        frame["reused_from"] = frame["reused_from"].fillna("trained here")
     st.dataframe(frame, hide_index=True, column_config={
         "final_loss": st.column_config.NumberColumn("final train loss", format="%.4f",
                                                     help=f"mean of the last {sweep.FINAL_WINDOW} steps"),
