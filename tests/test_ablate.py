@@ -236,7 +236,6 @@ def test_ctrl_c_mid_ablation_says_how_to_go_on_and_reuse_finishes_it(tmp_path, c
     assert main(args) == 130
     err = capsys.readouterr().err
     assert f"--reuse {out}" in err and "kept" in err
-    monkeypatch.setattr(executors, "train_one", real)
     seen = []
     monkeypatch.setattr(executors, "train_one",
                         lambda job, **kw: seen.append((Path(job["path"]).name, bool(job.get("reused_from"))))

@@ -94,5 +94,4 @@ def test_single_line_charts_take_the_palette_not_plotlys_default_blue():
     for key in ("lr", "tokens_per_s"):
         fig = plots.metric_curve(metrics, key, "demo", key)
         assert fig.data[0].line.color is None  # the colour comes from the layout, for every such chart
-        assert fig.layout.colorway[0] == plots.PALETTE[0]
         assert tuple(fig.layout.colorway) == plots.PALETTE

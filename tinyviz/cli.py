@@ -236,13 +236,13 @@ def _executor(args):
 
 
 def cmd_ablate(args) -> int:
-    from tinyviz.experiments.ablate import run_ablation
+    from tinyviz.experiments.ablate import default_out, run_ablation
     from tinyviz.experiments.sweep import ablation_sweep
 
     ablation_sweep(args.preset, args.seeds, args.steps, args.corpus, args.set or [])  # bad input: before connecting
     executor = _executor(args)
     bar = _Progress(f"ablate {args.preset}")
-    out = Path(args.out or f"checkpoints/ablate-{args.preset}")
+    out = Path(args.out) if args.out else default_out(args.preset)
     try:
         res = run_ablation(args.preset, seeds=args.seeds, steps=args.steps, corpus=args.corpus,
                            workers=args.workers, out=out, sets=args.set or [], on_progress=bar,

@@ -178,6 +178,11 @@ def load_metrics(out: Path) -> dict[str, dict[int, list[dict]]]:
     return runs_metrics(read_result(out)["runs"], "arm", folder=out)
 
 
+def default_out(name: str) -> Path:
+    """Where `ablate NAME` writes without --out."""
+    return Path(f"checkpoints/ablate-{name}")
+
+
 def run_ablation(name: str, seeds: int | None = None, steps: int | None = None, corpus: str | None = None,
                  workers: int | None = None, out: Path | None = None, sets: tuple[str, ...] | list[str] = (),
                  on_progress: Callable[[int, int], None] | None = None,
@@ -194,7 +199,7 @@ def run_ablation(name: str, seeds: int | None = None, steps: int | None = None, 
     """
     sw = ablation_sweep(name, seeds, steps, corpus, sets)
     executor = executor or LocalExecutor(workers)
-    out = Path(out or f"checkpoints/ablate-{sw.name}")
+    out = Path(out or default_out(sw.name))
     progress = None if on_progress is None else (lambda done, total, *_: on_progress(done, total))
     swept = run_sweep(sw, out, executor, progress, stop, images=images, report=False, sample_tokens=sample_tokens,
                       reuse=reuse)

@@ -151,8 +151,6 @@ def adopt_run(job: dict, source: Path) -> dict | None:
     """Put the finished run at source in the job's folder (copied, its preset label the job's) and evaluate it
     as train_one does, with one thread; None when it cannot be opened exactly (its corpus changed, say) and
     the job must train."""
-    import torch
-
     from tinyviz.training.runs import RunError, atomic_write_json
 
     target = Path(job["path"])
@@ -164,12 +162,22 @@ def adopt_run(job: dict, source: Path) -> dict | None:
         atomic_write_json(tmp / "config.json", {**raw, "preset": job["config"]["preset"]})
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the numbers of a worker
     try:
-        return train_one({**job, "reused_from": str(source)})
+        with one_torch_thread():  # the numbers of a worker
+            return train_one({**job, "reused_from": str(source)})
     except RunError:
         return None
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """This process trains with one torch thread for the duration, as every worker does, so its numbers are theirs."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
     finally:
         torch.set_num_threads(threads)
 
@@ -220,17 +228,11 @@ class LocalExecutor:
 
     @staticmethod
     def _in_process(jobs, on_step, stop) -> Iterator[dict]:
-        import torch
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # for the duration: the same numbers as the workers
-        try:
+        with one_torch_thread():
             for job in jobs:
                 if stop is not None and stop.is_set():
                     return
                 yield train_one(job, on_step=on_step, stop=stop)
-        finally:
-            torch.set_num_threads(threads)
 
     @staticmethod
     def _pool(jobs, workers, on_step, stop) -> Iterator[dict]:
