@@ -37,10 +37,10 @@ def pages() -> list:
 
 
 def frame() -> None:
-    """The sidebar every page shares: the run picker (in step with ``?run=``) and the write-up bundle."""
+    """The sidebar every page shares: the run picker (in step with ``?run=``) with its status and step
+    control, and the write-up bundle."""
     ids, current = sidebar.current_run()
     sidebar.run_picker(ids, current)
-    sidebar.step_control(current)
     sidebar.bundle_box()
 
 

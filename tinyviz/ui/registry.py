@@ -73,7 +73,7 @@ def train_threads(others: int) -> int:
     else every core for a training alone and an equal share beside others.
 
     Measured on 2 cores, induction preset, Train page open in Chromium (benchmarks/app_speed.py): one
-    thread trained at 0.58x the CLI's steps/s, two at 0.84x (the live panel now costs the server 0.03
+    thread trained at 0.58x the CLI's steps/s, two at 0.84x (the live panel then cost the server 0.03
     and the browser 0.1-0.15 of a core). A training alone uses the CLI's thread count, so the app's run
     is bit for bit the CLI's. A second training started beside it gets one thread while the first keeps
     two (a thread count never changes mid-run: the bits depend on it); on 2 cores that overlap ran at

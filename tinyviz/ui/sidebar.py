@@ -11,10 +11,10 @@ from tinyviz.analysis import export
 from tinyviz.training.runs import Run, RunError
 from tinyviz.training.runzip import export_run_zip
 from tinyviz.ui import bundle_store, loaders, state
-from tinyviz.ui.registry import live_fragment, registry, training
+from tinyviz.ui.registry import live_fragment, registry
 from tinyviz.ui.uploads import UploadError, extract_run_zip, import_server_model, import_uploaded_model
 
-LIVE_S = 5.0  # the status line's refresh while a run trains
+LIVE_S = 10.0  # the status line's refresh while a run trains (as the Train page's numbers: train_panel.REFRESH_S)
 URL_PARAM = "run"  # ?run=NAME: the current run's folder name
 STEP_PARAM = "step"  # ?step=N: the step control's choice (absent: the latest)
 
@@ -47,16 +47,38 @@ def _download_run(run_id: str) -> None:
                        "someone, or open it again with the upload below")
 
 
-def _live_status(current: str | None) -> None:
-    """The current run's status line and who trains, redrawn while anything trains."""
-    def draw():
-        if current:
-            st.caption(_status(current))
-        training = registry().running()
-        if training:
-            st.caption("Training now: " + ", ".join(Path(j.run_id).name for j in training))
+def _live_box(current: str | None) -> None:
+    """The current run's status line, who trains, and its "Weights at step" slider.
 
-    live_fragment([j.run_id for j in registry().running()], LIVE_S, draw)
+    While anything trains they are one fragment that redraws every LIVE_S (a training run's kept steps
+    appear on the slider as they are written), and a move of the slider then reruns the whole page,
+    not only the fragment. One fragment, not one per line: every fragment rerun costs the browser about
+    0.1 s of CPU whatever it draws, CPU a training on a 2-core laptop needs (benchmarks/app_speed.py)."""
+    running = [j.run_id for j in registry().running()]
+    if not running:
+        state.put(state.STEP_MOVED, False)  # outside a fragment a move already reruns the whole page
+        _status_lines(current, [])
+        _step_slider(current)
+        return
+    in_page_run = [True]  # False once this page run is over: the fragment's own reruns see False
+
+    def draw():
+        _status_lines(current, registry().running())
+        _step_slider(current)
+        if state.get(state.STEP_MOVED):
+            state.put(state.STEP_MOVED, False)
+            if not in_page_run[0]:
+                st.rerun(scope="app")
+
+    live_fragment(running, LIVE_S, draw)
+    in_page_run[0] = False
+
+
+def _status_lines(current: str | None, jobs: list) -> None:
+    if current:
+        st.caption(_status(current))
+    if jobs:
+        st.caption("Training now: " + ", ".join(Path(j.run_id).name for j in jobs))
 
 
 def _on_pick(key: str) -> None:
@@ -190,28 +212,11 @@ def _on_step(key: str, latest: int) -> None:
     state.put(state.STEP_MOVED, True)
 
 
-def step_control(run_id: str | None) -> None:
+def _step_slider(run_id: str | None) -> None:
     """The sidebar's "Weights at step" slider over the run's kept steps (latest by default); without
-    weights history the slider is hidden and a sentence says why. While the run trains the slider is
-    redrawn with the live status (its kept steps appear as they are written), and a move reruns the
-    whole page, not only the slider's fragment."""
+    weights history the slider is hidden and a sentence says why."""
     if not run_id:
         return
-    with st.sidebar:
-        if training(run_id):
-            def draw():
-                _step_slider(run_id)
-                if state.get(state.STEP_MOVED):
-                    state.put(state.STEP_MOVED, False)
-                    st.rerun(scope="app")
-
-            live_fragment([run_id], LIVE_S, draw)
-        else:
-            state.put(state.STEP_MOVED, False)
-            _step_slider(run_id)
-
-
-def _step_slider(run_id: str) -> None:
     try:
         run = loaders.open_run(run_id)
         steps = loaders.kept_steps(run_id)
@@ -235,7 +240,8 @@ def _step_slider(run_id: str) -> None:
 
 
 def run_picker(ids: list[str], current: str | None) -> None:
-    """The sidebar's run selectbox, its status line, the run-zip upload and who is training."""
+    """The sidebar's run selectbox, its status line, who is training, the step control and the run-zip
+    upload."""
     with st.sidebar:
         st.markdown("### Run")
         if not ids:
@@ -248,7 +254,7 @@ def run_picker(ids: list[str], current: str | None) -> None:
                          label_visibility="collapsed", help="the demo run, every run folder in "
                          f"{loaders.runs_root()}/, then the runs of each ablation or sweep, grouped as "
                          "'folder / run' (type to filter)")
-        _live_status(current if ids else None)
+        _live_box(current if ids else None)
         if current:
             _download_run(current)
         st.file_uploader("Open a zipped run folder", type=["zip"], key=state.UPLOAD, on_change=_on_upload,

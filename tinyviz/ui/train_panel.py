@@ -21,13 +21,16 @@ from tinyviz.training.runs import CONFIG, RunError, file_version
 from tinyviz.ui import analysis, loaders, page, state, widgets
 from tinyviz.ui.registry import RegistryFull, registry
 
-# How often the live panel redraws while its run trains. Each redraw costs the browser (Streamlit's
-# frontend and Plotly) about 0.3 s of CPU and the server a little; on a 2-core laptop that is CPU the
-# training process needs (benchmarks/app_speed.py measures the split: at 2 s the browser took 0.28 of
-# a core). The numbers and the loss curve come every REFRESH_S; the other charts change only when a
-# snapshot lands, so they come every SLOW_REFRESH_S.
-REFRESH_S = 5.0
-SLOW_REFRESH_S = 15.0
+# How often the live panel redraws while its run trains. On a 2-core laptop the browser's CPU is CPU the
+# training process needs. Measured in headless Chromium (the induction preset training, the Train page
+# open): a chart whose figure changed costs the browser 0.1-0.2 s of CPU to redraw (Plotly draws it
+# anew), one whose figure is the same next to nothing, and every fragment rerun ~0.1 s more (React,
+# styles, the export buttons under each chart). benchmarks/app_speed.py, 3 rounds each: with the numbers
+# and loss every 5 s the app trained at 0.87x the CLI's steps/s, every 10 s at 0.94x. So the numbers and
+# the loss curve come every REFRESH_S; the other charts (lr, tokens/s, gradients, activations, heads)
+# and their buttons are a fragment of their own that redraws every SLOW_REFRESH_S.
+REFRESH_S = 10.0
+SLOW_REFRESH_S = 30.0
 STATUS_ICONS = {"running": ":green[:material/play_circle:]", "done": ":green[:material/check_circle:]",
                 "stopped": ":orange[:material/pause_circle:]", "failed": ":red[:material/error:]",
                 "ready": ":gray[:material/radio_button_unchecked:]", "new": ":gray[:material/radio_button_unchecked:]"}
@@ -160,18 +163,13 @@ def _numbers(run_id: str, view: dict) -> None:
 
 def _slow_charts(run_id: str, view: dict) -> None:
     """Every SLOW_REFRESH_S: lr, tokens/s, gradients, activations and heads, drawn from the records up to
-    a step that moves every half snapshot interval (between those steps they are the same cached figures)."""
+    the latest step."""
     metrics, name = view["metrics"], Path(run_id).name
     if not metrics:
         return
-    last = metrics[-1]
-    run = loaders.open_run(run_id)
-    # while training, the slower charts move in steps of half a snapshot interval (every refresh at first)
-    bucket = max(10, (run.config.train.snapshot_interval or 100) // 2)
-    upto = last["step"] // bucket * bucket if view["alive"] else last["step"]
-    upto = upto or last["step"]
+    upto = metrics[-1]["step"]
     version = loaders.weights_version(run_id), file_version(run_id, CONFIG)
-    figs = _slow_figures(run_id, upto, version, _metrics=[r for r in metrics if r["step"] <= upto])
+    figs = _slow_figures(run_id, upto, version, _metrics=metrics)
     heads = figs.get("heads")
     if heads is not None:
         st.markdown(f"**Heads at step {figs['heads_step']}** (the probe prompt; click a head to open it on the "
