@@ -67,34 +67,40 @@ def test_while_training_the_sidebar_and_compare_refresh_without_a_reload(page, a
     name = page.locator('[class*="st-key-train_name_"] input').first.input_value()
     button(page, "train_start").click()
     page.get_by_role("heading", name=f"{name} · training").wait_for(timeout=120_000)
-    first = sidebar_step(page)
-    deadline = time.monotonic() + 120
-    while sidebar_step(page) <= max(first, 0):
-        assert time.monotonic() < deadline, "the sidebar's step did not move"
-        time.sleep(0.5)
-    time.sleep(6)  # the toast's lifetime
-    assert page.get_by_text(f"Started {name}").count() == 0, "the 'Started' message stayed"
-    shot(page, "journey-train-live")
-    page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Compare").click()
-    page.get_by_role("heading", name="Compare", level=1).wait_for()
-    settle(page)
-    runs = page.locator(f"{by_key('compare_runs')}")
-    if name not in runs.text_content():
-        runs.locator("input").first.click()
-        page.get_by_role("option", name=name).click()
-        page.keyboard.press("Escape")
+    try:
+        first = sidebar_step(page)
+        deadline = time.monotonic() + 120
+        while sidebar_step(page) <= max(first, 0):
+            assert time.monotonic() < deadline, "the sidebar's step did not move"
+            time.sleep(0.5)
+        time.sleep(6)  # the toast's lifetime
+        assert page.get_by_text(f"Started {name}").count() == 0, "the 'Started' message stayed"
+        shot(page, "journey-train-live")
+        page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Compare").click()
+        page.get_by_role("heading", name="Compare", level=1).wait_for()
         settle(page)
-    plot = page.locator(f"{by_key('compare_loss')} .js-plotly-plot").first
-    count = (f"el => Math.max(...el.data.filter(t => (t.name || '').startsWith('{name}'))"
-             ".map(t => t.x ? t.x.length : 0))")
-    before = plot.evaluate(count)
-    deadline = time.monotonic() + 120
-    while plot.evaluate(count) <= before:
-        assert time.monotonic() < deadline, "Compare's curve of the training run did not grow"
-        time.sleep(0.5)
-    shot(page, "journey-compare-live")
-    page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Train").click()
-    page.locator('[class*="st-key-train_stop_"]:not([data-stale="true"])').get_by_role("button").first.click()
+        runs = page.locator(f"{by_key('compare_runs')}")
+        if name not in runs.text_content():
+            runs.locator("input").first.click()
+            page.get_by_role("option", name=name).click()
+            page.keyboard.press("Escape")
+            settle(page)
+        plot = page.locator(f"{by_key('compare_loss')} .js-plotly-plot").first
+        # el.data is undefined for a moment while Plotly draws the chart anew (a refresh): -1, "not drawn"
+        count = (f"el => el.data ? Math.max(0, ...el.data.filter(t => (t.name || '').startsWith('{name}'))"
+                 ".map(t => t.x ? t.x.length : 0)) : -1")
+        deadline = time.monotonic() + 60
+        while (before := plot.evaluate(count)) < 0:
+            assert time.monotonic() < deadline, "Compare's loss chart was not drawn"
+            time.sleep(0.2)
+        deadline = time.monotonic() + 120
+        while plot.evaluate(count) <= before:
+            assert time.monotonic() < deadline, "Compare's curve of the training run did not grow"
+            time.sleep(0.5)
+        shot(page, "journey-compare-live")
+    finally:  # stop the run even when a check failed: the later tests share this server
+        page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Train").click()
+        page.locator('[class*="st-key-train_stop_"]:not([data-stale="true"])').get_by_role("button").first.click()
     page.get_by_text("stopped by request", exact=False).wait_for(timeout=120_000)
 
 
