@@ -58,7 +58,14 @@ def chart_title(page, key: str) -> str:
 
 
 def points(page, key: str) -> int:
-    """How many points the first trace of a chart holds, read from Plotly's own data."""
+    """How many points the first trace of a chart holds: from Plotly's own data, or from the light SVG a
+    live chart is drawn as while its run trains."""
+    live = page.locator(f"{by_key(key)} svg[data-points]")
+    if live.count():
+        try:
+            return int(live.first.get_attribute("data-points", timeout=5_000))
+        except PlaywrightError:
+            return -1
     plot = page.locator(f"{by_key(key)} .js-plotly-plot")
     try:
         return plot.first.evaluate("el => (el.data && el.data[0] && el.data[0].x) ? el.data[0].x.length : -1",
@@ -96,6 +103,9 @@ def test_train_live_loss_updates_then_stop(page, app_url):
         assert time.monotonic() < deadline, "the loss chart did not update"
         time.sleep(0.5)
     assert page.get_by_text("training", exact=False).first.is_visible()
+    # while it trains the line charts are light SVGs, and the page says why there is no hover
+    assert page.locator(f"{by_key('train_loss')} svg[data-points]").count() == 1
+    assert page.get_by_text("its line charts are drawn light", exact=False).first.is_visible()
     shot(page, "train-live")
     page.locator('[class*="st-key-train_stop_"]:not([data-stale="true"])').get_by_role("button").first.click()
     page.get_by_text("stopped by request", exact=False).wait_for(timeout=120_000)
@@ -103,6 +113,13 @@ def test_train_live_loss_updates_then_stop(page, app_url):
     resume = page.locator('[class*="st-key-train_resume_"]:not([data-stale="true"])').get_by_role("button")
     assert resume.first.is_visible()
     settle(page)
+    # stopped: the interactive Plotly chart is back, with every logged step
+    deadline = time.monotonic() + 60
+    while page.locator(f"{by_key('train_loss')} .js-plotly-plot").count() == 0:
+        assert time.monotonic() < deadline, "the interactive loss chart did not come back after Stop"
+        time.sleep(0.25)
+    assert points(page, "train_loss") > 0
+    assert page.locator(f"{by_key('train_loss')} svg[data-points]").count() == 0
     shot(page, "train-stopped")
 
 

@@ -31,6 +31,12 @@ from tinyviz.ui.registry import RegistryFull, registry
 # and their buttons are a fragment of their own that redraws every SLOW_REFRESH_S.
 REFRESH_S = 10.0
 SLOW_REFRESH_S = 30.0
+# While the run trains, the line charts (loss, lr, tokens/s) are drawn as light SVGs of the same figures
+# (tinyviz.analysis.svg), this many px wide (the page's main column and half of it on a laptop); a Plotly
+# redraw of the loss chart cost the browser ~0.3 s of CPU per refresh on the Train page.
+WIDE, HALF = 1000, 480
+LIVE_NOTE = (":material/bolt: While the run trains its line charts are drawn light (no hover or zoom) to leave "
+             "the cores to training; the interactive charts return when it stops.")
 STATUS_ICONS = {"running": ":green[:material/play_circle:]", "done": ":green[:material/check_circle:]",
                 "stopped": ":orange[:material/pause_circle:]", "failed": ":red[:material/error:]",
                 "ready": ":gray[:material/radio_button_unchecked:]", "new": ":gray[:material/radio_button_unchecked:]"}
@@ -151,8 +157,10 @@ def _numbers(run_id: str, view: dict) -> None:
     c1, c2 = st.columns([1, 2], vertical_alignment="center")
     c1.toggle("Log-scale loss", key=state.TRAIN_LOG_Y, persist_state="session")
     smooth = widgets.smoothing(state.TRAIN_SMOOTHING, c2)
+    if view["alive"]:
+        st.caption(LIVE_NOTE)
     widgets.chart(plots.loss_curves({name: metrics}, log_y=state.get(state.TRAIN_LOG_Y), smoothing=smooth),
-                  plots.title(name, "loss"), key="train_loss",
+                  plots.title(name, "loss"), key="train_loss", live_width=WIDE if view["alive"] else None,
                   look_for="both curves falling together; val turning up while train keeps falling is overfitting, "
                            "a sudden plateau or jump is the optimiser struggling.")
     samples = [r for r in metrics if (r.get("extra") or {}).get("sample")]
@@ -180,11 +188,12 @@ def _slow_charts(run_id: str, view: dict) -> None:
                       look_for="a diagonal stripe just below the main diagonal is a previous-token head; an "
                                "'induction' label in layer 1 is the model learning to copy.")
     left, right = st.columns(2)
+    live = HALF if view["alive"] else None
     with left:
-        widgets.chart(figs["lr"], plots.title(name, "lr"), key="train_lr",
+        widgets.chart(figs["lr"], plots.title(name, "lr"), key="train_lr", live_width=live,
                       look_for="warmup rising to the peak, then the cosine decay.")
     with right:
-        widgets.chart(figs["tps"], plots.title(name, "tokens per second"), key="train_tps",
+        widgets.chart(figs["tps"], plots.title(name, "tokens per second"), key="train_tps", live_width=live,
                       look_for="a flat line; dips are evaluations, snapshots or a busy machine.")
     widgets.chart(figs["grad"], plots.title(name, "gradient norms"), key="train_grad",
                   look_for="a bright vertical band is a gradient spike; one block far brighter than the others "

@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from tinyviz.analysis import export
+from tinyviz.analysis import export, svg
 from tinyviz.data.text import VISIBLE, UnknownCharactersError, visible
 from tinyviz.ui import bundle_store, loaders, state
 
@@ -31,10 +31,18 @@ def toolbar_config(name: str) -> dict:
 
 
 def chart(fig: go.Figure, name: str, key: str, df: pd.DataFrame | None = None,
-          on_select: Callable | None = None, run_config: dict | None = None, look_for: str | None = None) -> None:
-    """st.plotly_chart drawn as exported (no Streamlit theme), a one-line 'what to look for', the export buttons."""
-    kwargs = {"on_select": on_select, "selection_mode": "points"} if on_select else {}
-    st.plotly_chart(fig, key=key, theme=None, config=toolbar_config(name), **kwargs)
+          on_select: Callable | None = None, run_config: dict | None = None, look_for: str | None = None,
+          live_width: int | None = None) -> None:
+    """st.plotly_chart drawn as exported (no Streamlit theme), a one-line 'what to look for', the export buttons.
+
+    With ``live_width`` (a line chart that redraws while a run trains) the figure is drawn as one light SVG
+    that many px wide instead: Plotly would draw it anew at every refresh, with CPU the training needs."""
+    if live_width:
+        with st.container(key=key):
+            st.markdown(svg.figure_svg(fig, live_width), unsafe_allow_html=True)
+    else:
+        kwargs = {"on_select": on_select, "selection_mode": "points"} if on_select else {}
+        st.plotly_chart(fig, key=key, theme=None, config=toolbar_config(name), **kwargs)
     if look_for:
         st.caption(f":material/visibility: **What to look for:** {look_for}")
     export_buttons(fig, df, name, key)
