@@ -75,6 +75,8 @@ def test_higher_values_are_drawn_higher_on_log_and_linear_axes():
 def test_tick_labels_cover_the_data_and_are_sorted():
     assert svg.log_ticks(0.7, 4.3) == pytest.approx([0.7, 0.8, 0.9, 1.0, 2.0, 3.0, 4.0])
     assert svg.log_ticks(1e-4, 10) == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0])
+    # a loss from 4.4 down to 0.55 on a short axis: fewer ticks, none closer than a factor 1.2
+    assert svg.log_ticks(0.55, 4.4, min_ratio=1.2) == pytest.approx([0.6, 0.8, 1.0, 2.0, 3.0, 4.0])
     assert svg.linear_ticks(0, 3000) == [0, 500, 1000, 1500, 2000, 2500, 3000]
     assert svg.linear_ticks(0.00091, 0.00102, 5) == pytest.approx([0.00095, 0.001])
 
@@ -104,3 +106,9 @@ def test_names_and_titles_are_escaped():
 def test_other_trace_types_are_refused_with_a_sentence():
     with pytest.raises(ValueError, match="only line charts"):
         svg.figure_svg(go.Figure(go.Heatmap(z=[[1, 2]])))
+
+
+def test_a_run_logged_from_step_1_gets_an_axis_from_0():
+    fig = plots.loss_curves({"r": _metrics(300)[1:]})
+    texts = [t.text for t in _parse(svg.figure_svg(fig)).iter(f"{NS}text")]
+    assert "0" in texts and "250" in texts

@@ -41,12 +41,13 @@ def linear_ticks(lo: float, hi: float, n: int = 6) -> list[float]:
 
 
 def log_ticks(lo: float, hi: float, n: int = 8, min_ratio: float = 1.0) -> list[float]:
-    """Ticks at 1..9 x 10^k inside [lo, hi] (lo > 0), thinned to 1, 2, 5 and then to powers of ten when
-    there would be more than n or two would be closer than a factor min_ratio (labels that would touch)."""
+    """Ticks at 1..9 x 10^k inside [lo, hi] (lo > 0), thinned step by step (down to 1, 2, 5 and then to powers
+    of ten) while there would be more than n or two would be closer than a factor min_ratio (labels that
+    would touch)."""
     if not hi > lo:
         return [lo]
     decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
-    for mults in ((1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 5), (1,)):
+    for mults in ((1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 3, 4, 5, 6, 8), (1, 2, 3, 5), (1, 2, 5), (1,)):
         ticks = [m * 10.0 ** d for d in decades for m in mults if lo <= m * 10.0 ** d <= hi * (1 + 1e-12)]
         if len(ticks) <= n and all(b / a >= min_ratio for a, b in zip(ticks, ticks[1:])):
             break
@@ -116,6 +117,8 @@ def figure_svg(fig: go.Figure, width: int = 900) -> str:
     y_lo, y_hi = (float(ys.min()), float(ys.max())) if len(ys) else (1.0, 10.0)
     if x_hi <= x_lo:
         x_lo, x_hi = x_lo - 1, x_hi + 1
+    elif 0 < x_lo <= 0.05 * (x_hi - x_lo):
+        x_lo = 0.0  # steps from 1: the axis starts at 0, with its tick
     if log_y:
         a, b = math.log10(y_lo), math.log10(y_hi)
         pad = max(0.05 * (b - a), 0.02)
