@@ -112,3 +112,12 @@ def test_a_run_logged_from_step_1_gets_an_axis_from_0():
     fig = plots.loss_curves({"r": _metrics(300)[1:]})
     texts = [t.text for t in _parse(svg.figure_svg(fig)).iter(f"{NS}text")]
     assert "0" in texts and "250" in texts
+
+
+def test_markdown_passes_the_svg_through_untouched():
+    """The live panel puts the SVG in st.markdown: a CommonMark renderer must leave it as raw HTML, so a
+    title with Markdown characters is drawn as written (no emphasis, no math)."""
+    markdown_it = pytest.importorskip("markdown_it")
+    fig = plots.loss_curves({"r": _metrics(50)}, title_text="*a* _b_ $x$ [c](d)")
+    text = svg.figure_svg(fig)
+    assert markdown_it.MarkdownIt("commonmark").render(text).rstrip("\n") == text

@@ -137,7 +137,9 @@ def figure_svg(fig: go.Figure, width: int = 900) -> str:
 
     first = len(data[0][1]) if data else 0
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" '
-           f'role="img" data-points="{first}" style="{_FONT}; max-width: {width}px">',
+           # the newline after the root tag makes the SVG one raw HTML block to a Markdown renderer (CommonMark
+           # type 7), so nothing in its text is read as Markdown
+           f'role="img" data-points="{first}" style="{_FONT}; max-width: {width}px">\n',
            f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fff"/>']
     title = lay.title.text or ""
     out.append(f'<text x="4" y="22" font-size="15" fill="{_INK}">{html.escape(title)}</text>')
