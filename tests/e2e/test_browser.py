@@ -103,10 +103,28 @@ def test_train_live_loss_updates_then_stop(page, app_url):
         assert time.monotonic() < deadline, "the loss chart did not update"
         time.sleep(0.5)
     assert page.get_by_text("training", exact=False).first.is_visible()
-    # while it trains the line charts are light SVGs, and the page says why there is no hover
+    # while it trains the charts are light SVGs without export buttons, and the page says why
     assert page.locator(f"{by_key('train_loss')} svg[data-points]").count() == 1
-    assert page.get_by_text("its line charts are drawn light", exact=False).first.is_visible()
+    assert page.locator(by_key("export_train_loss")).count() == 0
+    assert page.get_by_text("its charts are drawn light", exact=False).first.is_visible()
     shot(page, "train-live")
+    # the head grid (drawn with the first snapshot) is light too, and a click on a head still opens it on Heads
+    cell = page.locator(f"{by_key('train_heads')} [data-click]")
+    deadline = time.monotonic() + 120
+    while cell.count() < 2:
+        assert time.monotonic() < deadline, "the live head grid was not drawn"
+        time.sleep(0.5)
+    assert page.locator(f"{by_key('train_heads')} .js-plotly-plot").count() == 0
+    assert cell.nth(1).get_attribute("data-click") == "[0, 1]"
+    cell.nth(1).click()
+    page.get_by_role("heading", name="Heads", level=1).wait_for(timeout=60_000)
+    deadline = time.monotonic() + 60
+    big = page.locator(by_key("heads_big"))
+    while not (big.count() and "layer 0, head 1 " in chart_title(page, "heads_big") + " "):
+        assert time.monotonic() < deadline, "a click on the live head grid did not open that head on Heads"
+        time.sleep(0.25)
+    assert "run=micro-tinytales-1" in page.url
+    open_page(page, app_url, "train?run=micro-tinytales-1", "Train")
     page.locator('[class*="st-key-train_stop_"]:not([data-stale="true"])').get_by_role("button").first.click()
     page.get_by_text("stopped by request", exact=False).wait_for(timeout=120_000)
     assert "of 20000" in page.locator('[data-testid="stProgress"]').first.text_content()
@@ -120,6 +138,7 @@ def test_train_live_loss_updates_then_stop(page, app_url):
         time.sleep(0.25)
     assert points(page, "train_loss") > 0
     assert page.locator(f"{by_key('train_loss')} svg[data-points]").count() == 0
+    assert page.locator(by_key("export_train_loss")).count() == 1  # the export buttons are back
     shot(page, "train-stopped")
 
 

@@ -31,12 +31,15 @@ from tinyviz.ui.registry import RegistryFull, registry
 # and their buttons are a fragment of their own that redraws every SLOW_REFRESH_S.
 REFRESH_S = 10.0
 SLOW_REFRESH_S = 30.0
-# While the run trains, the line charts (loss, lr, tokens/s) are drawn as light SVGs of the same figures
-# (tinyviz.analysis.svg), this many px wide (the page's main column and half of it on a laptop); a Plotly
-# redraw of the loss chart cost the browser ~0.3 s of CPU per refresh on the Train page.
+# While the run trains, every chart (loss, heads, lr, tokens/s, gradients, activations) is drawn as a light
+# SVG of the same figure (tinyviz.analysis.svg, put in the page by widgets.live_svg), this many px wide (the
+# page's main column and half of it on a laptop), without export buttons. A Plotly redraw cost the browser
+# 0.1-0.3 s of CPU per chart and refresh; with the charts as SVG the browser used 0.05-0.06 of a core where it
+# used 0.11-0.13 (headless Chromium, 60 s on the live Train page, trainer at one thread).
 WIDE, HALF = 1000, 480
-LIVE_NOTE = (":material/bolt: While the run trains its line charts are drawn light (no hover or zoom) to leave "
-             "the cores to training; the interactive charts return when it stops.")
+LIVE_NOTE = (":material/bolt: While the run trains its charts are drawn light (no hover, zoom or export buttons; a "
+             "click on a head still opens it) to leave the cores to training; the interactive charts and their "
+             "export buttons return when it stops.")
 STATUS_ICONS = {"running": ":green[:material/play_circle:]", "done": ":green[:material/check_circle:]",
                 "stopped": ":orange[:material/pause_circle:]", "failed": ":red[:material/error:]",
                 "ready": ":gray[:material/radio_button_unchecked:]", "new": ":gray[:material/radio_button_unchecked:]"}
@@ -95,7 +98,7 @@ def control_key(action: str, run_id: str) -> str:
 
 def _on_heads_click(step: int) -> None:
     """Keep the clicked head and the grid's step; the fragment's rerun opens it on Heads."""
-    picked = analysis.head_from_selection(st.session_state.get(state.TRAIN_HEADS))
+    picked = analysis.head_from_selection(widgets.selection(state.TRAIN_HEADS))
     if picked is not None:
         state.put(state.TRAIN_JUMP, (*picked, step))
 
@@ -178,28 +181,29 @@ def _slow_charts(run_id: str, view: dict) -> None:
     upto = metrics[-1]["step"]
     version = loaders.weights_version(run_id), file_version(run_id, CONFIG)
     figs = _slow_figures(run_id, upto, version, _metrics=metrics)
+    wide, half = (WIDE, HALF) if view["alive"] else (None, None)  # light SVGs while it trains
     heads = figs.get("heads")
     if heads is not None:
         st.markdown(f"**Heads at step {figs['heads_step']}** (the probe prompt; click a head to open it on the "
                     "Heads page at this step)")
         st.caption(figs["formed"])
         widgets.chart(heads, plots.title(name, "all heads", f"step {figs['heads_step']}"), key=state.TRAIN_HEADS,
-                      on_select=lambda step=figs["heads_step"]: _on_heads_click(step),
+                      on_select=lambda step=figs["heads_step"]: _on_heads_click(step), live_width=wide,
                       look_for="a diagonal stripe just below the main diagonal is a previous-token head; an "
                                "'induction' label in layer 1 is the model learning to copy.")
     left, right = st.columns(2)
-    live = HALF if view["alive"] else None
     with left:
-        widgets.chart(figs["lr"], plots.title(name, "lr"), key="train_lr", live_width=live,
+        widgets.chart(figs["lr"], plots.title(name, "lr"), key="train_lr", live_width=half,
                       look_for="warmup rising to the peak, then the cosine decay.")
     with right:
-        widgets.chart(figs["tps"], plots.title(name, "tokens per second"), key="train_tps", live_width=live,
+        widgets.chart(figs["tps"], plots.title(name, "tokens per second"), key="train_tps", live_width=half,
                       look_for="a flat line; dips are evaluations, snapshots or a busy machine.")
-    widgets.chart(figs["grad"], plots.title(name, "gradient norms"), key="train_grad",
+    widgets.chart(figs["grad"], plots.title(name, "gradient norms"), key="train_grad", live_width=wide,
                   look_for="a bright vertical band is a gradient spike; one block far brighter than the others "
                            "for long is where training is unstable.")
     if figs.get("acts") is not None:
-        widgets.chart(figs["acts"], plots.title(name, "activations", f"step {figs['acts_step']}"), key="train_acts")
+        widgets.chart(figs["acts"], plots.title(name, "activations", f"step {figs['acts_step']}"), key="train_acts",
+                      live_width=wide)
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)

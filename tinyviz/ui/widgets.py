@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import html
+import json
 import re
 import zlib
 from collections.abc import Callable, Sequence
@@ -35,17 +37,67 @@ def chart(fig: go.Figure, name: str, key: str, df: pd.DataFrame | None = None,
           live_width: int | None = None) -> None:
     """st.plotly_chart drawn as exported (no Streamlit theme), a one-line 'what to look for', the export buttons.
 
-    With ``live_width`` (a line chart that redraws while a run trains) the figure is drawn as one light SVG
-    that many px wide instead: Plotly would draw it anew at every refresh, with CPU the training needs."""
+    With ``live_width`` (a chart that redraws while a run trains) the figure is drawn as one light SVG that
+    many px wide instead (``live_svg``), without export buttons: Plotly would draw it anew at every refresh,
+    and the buttons' five widgets with it, with CPU the training needs. A click on one of its click targets
+    calls ``on_select`` as a click on the Plotly chart would (read it with ``selection(key)``)."""
     if live_width:
         with st.container(key=key):
-            st.markdown(svg.figure_svg(fig, live_width), unsafe_allow_html=True)
+            live_svg(svg.figure_svg(fig, live_width), f"{key}{LIVE_SUFFIX}", on_click=on_select)
     else:
         kwargs = {"on_select": on_select, "selection_mode": "points"} if on_select else {}
         st.plotly_chart(fig, key=key, theme=None, config=toolbar_config(name), **kwargs)
     if look_for:
         st.caption(f":material/visibility: **What to look for:** {look_for}")
-    export_buttons(fig, df, name, key)
+    if not live_width:
+        export_buttons(fig, df, name, key)
+
+
+LIVE_SUFFIX = "_live"
+# The light SVG's element: it puts the SVG in the page as it is (no Markdown or HTML parsing in the browser,
+# ~0.1 s of CPU for a 100 KB chart), only when it changed, and reports a click on an element with
+# data-click (its value, JSON) as the trigger 'clicked'.
+_LIVE_JS = """
+export default function(component) {
+  const { data, parentElement, setTriggerValue } = component;
+  let box = parentElement.querySelector(':scope > .tinyviz-live');
+  if (!box) {
+    box = document.createElement('div');
+    box.className = 'tinyviz-live';
+    parentElement.appendChild(box);
+    box.addEventListener('click', (event) => {
+      const target = event.target.closest('[data-click]');
+      if (target && box.tinyvizTrigger) box.tinyvizTrigger('clicked', target.getAttribute('data-click'));
+    });
+  }
+  box.tinyvizTrigger = setTriggerValue;
+  if (box.tinyvizSvg !== data) {
+    box.innerHTML = data;
+    box.tinyvizSvg = data;
+  }
+}
+"""
+
+
+@functools.cache
+def _live_element():
+    return st.components.v2.component("tinyviz_live_svg", js=_LIVE_JS, isolate_styles=False)
+
+
+def live_svg(markup: str, key: str, on_click: Callable | None = None) -> None:
+    """Our own SVG (tinyviz.analysis.svg: every text in it escaped) in the page; ``on_click`` runs when an
+    element of it with data-click is clicked."""
+    _live_element()(key=key, data=markup, on_clicked_change=on_click or (lambda: None))
+
+
+def selection(key: str):
+    """A chart's selection event: Plotly's, or a click on its light SVG in the same form
+    ({"selection": {"points": [{"customdata": ...}]}})."""
+    live = st.session_state.get(f"{key}{LIVE_SUFFIX}")
+    clicked = live.get("clicked") if isinstance(live, dict) else getattr(live, "clicked", None)
+    if clicked:
+        return {"selection": {"points": [{"customdata": json.loads(clicked)}]}}
+    return st.session_state.get(key)
 
 
 def export_buttons(fig: go.Figure, df: pd.DataFrame | None, name: str, key: str) -> None:
