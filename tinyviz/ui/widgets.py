@@ -54,9 +54,9 @@ def chart(fig: go.Figure, name: str, key: str, df: pd.DataFrame | None = None,
 
 
 LIVE_SUFFIX = "_live"
-# The light SVG's element: it puts the SVG in the page as it is (no Markdown or HTML parsing in the browser,
-# ~0.1 s of CPU for a 100 KB chart), only when it changed, and reports a click on an element with
-# data-click (its value, JSON) as the trigger 'clicked'.
+# The light SVG's element: it sets the SVG as the inner HTML of one div, only when it changed (st.markdown
+# ran it through Markdown and turned it into React elements at every refresh), and reports a click on an
+# element with data-click (its value, JSON) as the trigger 'clicked'.
 _LIVE_JS = """
 export default function(component) {
   const { data, parentElement, setTriggerValue } = component;
