@@ -75,6 +75,11 @@ def live_panel(run_id: str) -> None:
         view = _view(run_id)
         if running and not view["alive"]:
             st.rerun(scope="app")  # the run ended: redraw once without polling
+        if running and _slower_charts_behind(run_id, view):
+            # the first steps or snapshot landed: draw them now, not up to 30 s later (marked as drawn first,
+            # so this panel, which the app's rerun draws before the slower charts, does not ask again)
+            state.put(state.TRAIN_SLOW_DREW, (run_id, True, True))
+            st.rerun(scope="app")
         _progress(view)
         _numbers(run_id, view)
 
@@ -83,10 +88,25 @@ def live_panel(run_id: str) -> None:
         jump = st.session_state.pop(state.TRAIN_JUMP, None)
         if jump is not None:  # a cell of the head grid (drawn here) was clicked: open that head on Heads
             page.open_head(run_id, *jump)
-        _slow_charts(run_id, _view(run_id))
+        view = _view(run_id)
+        drew = _slow_charts(run_id, view)
+        state.put(state.TRAIN_SLOW_DREW, (run_id, bool(view["metrics"]), drew))
 
     panel()
     slower()
+
+
+def _slower_charts_behind(run_id: str, view: dict) -> bool:
+    """The slower charts last drew this run before its first step (or first snapshot) and it has one now.
+    Right after Start they draw with nothing yet; without this the lr, gradient and head charts would
+    appear only at their next turn, up to SLOW_REFRESH_S later."""
+    drew = state.get(state.TRAIN_SLOW_DREW)
+    if not drew or drew[0] != run_id:
+        return False
+    _, had_metrics, had_heads = drew
+    if not had_metrics:
+        return bool(view["metrics"])
+    return not had_heads and bool(loaders.open_run(run_id).snapshot_steps())
 
 
 def control_key(action: str, run_id: str) -> str:
@@ -172,12 +192,12 @@ def _numbers(run_id: str, view: dict) -> None:
         st.code(samples[-1]["extra"]["sample"], language=None, wrap_lines=True)
 
 
-def _slow_charts(run_id: str, view: dict) -> None:
+def _slow_charts(run_id: str, view: dict) -> bool:
     """Every SLOW_REFRESH_S: lr, tokens/s, gradients, activations and heads, drawn from the records up to
-    the latest step."""
+    the latest step. True when the head grid was drawn (a snapshot had landed)."""
     metrics, name = view["metrics"], Path(run_id).name
     if not metrics:
-        return
+        return False
     upto = metrics[-1]["step"]
     version = loaders.weights_version(run_id), file_version(run_id, CONFIG)
     figs = _slow_figures(run_id, upto, version, _metrics=metrics)
@@ -204,6 +224,7 @@ def _slow_charts(run_id: str, view: dict) -> None:
     if figs.get("acts") is not None:
         widgets.chart(figs["acts"], plots.title(name, "activations", f"step {figs['acts_step']}"), key="train_acts",
                       live_width=wide)
+    return heads is not None
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
