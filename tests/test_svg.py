@@ -154,7 +154,7 @@ def test_gradient_heatmap_draws_each_block_as_a_row_in_its_colour_scale():
     texts = {t.text: t for t in root.iter(f"{NS}text")}
     assert float(texts["block 0"].get("y")) < float(texts["block 1"].get("y")) < float(texts["block 2"].get("y"))
     assert {"grad norm", "step", "layer", fig.layout.title.text} <= set(texts)
-    assert not any(root.iter(f"{NS}rect"))  # no click targets: the figure has no click overlay
+    assert list(root.iter(f"{NS}rect")) == []  # no click targets: the figure has no click overlay
 
 
 def test_head_grid_draws_every_head_square_with_its_title_and_a_click_target():
@@ -181,6 +181,12 @@ def test_head_grid_draws_every_head_square_with_its_title_and_a_click_target():
     for t, image in zip(titles, images):
         x, y, w, _ = _box(image)
         assert x < float(t.get("x")) < x + w and float(t.get("y")) < y
+
+
+def test_a_gradient_heatmap_with_no_records_yet_is_an_empty_frame():
+    root = _parse(svg.figure_svg(plots.grad_norm_heatmap([{"step": 1, "loss": 3.0}], "r")))
+    # only the colour bar: no 0 x 0 cell image (a broken-image icon in the browser)
+    assert [image.get("width") for image in root.iter(f"{NS}image")] == ["14"]
 
 
 def test_missing_values_are_transparent():

@@ -343,9 +343,11 @@ def _heatmap(t, lay, xa, ya, box) -> list[str]:
     z = np.atleast_2d(np.asarray(t.z if t.z is not None else [[np.nan]], dtype=float))
     lo, hi, scale = _limits(t, lay)
     reversed_y = ya.autorange == "reversed" or (ya.range is not None and ya.range[0] > ya.range[1])
-    img = _coloured(z if reversed_y else z[::-1], _lut(scale), lo, hi)
-    out = [f'<image href="{png_uri(img)}" x="{x0:.1f}" y="{y0:.1f}" width="{x1 - x0:.1f}" height="{y1 - y0:.1f}" '
-           f'preserveAspectRatio="none" style="image-rendering: pixelated"/>']
+    out = []
+    if z.size:  # an empty heatmap (no records yet) is an empty frame, as Plotly draws it
+        img = _coloured(z if reversed_y else z[::-1], _lut(scale), lo, hi)
+        out.append(f'<image href="{png_uri(img)}" x="{x0:.1f}" y="{y0:.1f}" width="{x1 - x0:.1f}" '
+                   f'height="{y1 - y0:.1f}" preserveAspectRatio="none" style="image-rendering: pixelated"/>')
     if ya.showticklabels is not False and t.y is not None:  # a category per row
         rows = list(t.y)
         for i, label in enumerate(rows):
@@ -396,7 +398,9 @@ def _fill(t, index: int, colorway, defs: dict) -> str:
     shape = t.marker.pattern.shape if t.marker and t.marker.pattern else None
     if not shape:
         return colour
-    pid = f"hatch{len(defs)}"
+    # one id per colour and pattern: the live SVGs share the page's document, where a repeated id would
+    # take the first chart's tile
+    pid = f"tinyviz-hatch-{zlib.crc32(f'{colour}{shape}'.encode()):08x}"
     if shape == ".":
         mark = '<circle cx="3" cy="3" r="1.2" fill="#fff"/>'
     else:
