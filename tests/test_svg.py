@@ -145,7 +145,7 @@ def test_gradient_heatmap_draws_each_block_as_a_row_in_its_colour_scale():
     assert len(images) == 2  # the heatmap and the colour bar
     cells = _image(images[0])
     assert cells.shape == (3, 200, 4) and (cells[..., 3] == 255).all()
-    lut = svg._lut("Viridis")
+    lut = svg.heatmaps.lut("Viridis")
     # block 0 (top row, the axis is reversed as in Plotly) rises from dark to light; the spike at step 100
     # in block 2 is the brightest cell, the scale's top colour; the smallest value its bottom colour
     assert np.array_equal(cells[2, 99, :3], lut[-1]) and np.array_equal(cells[1, 0, :3], lut[0])
@@ -173,7 +173,7 @@ def test_head_grid_draws_every_head_square_with_its_title_and_a_click_target():
     assert [json.loads(t.get("data-click")) for t in targets] == [[l, h] for l in range(2) for h in range(3)]
     # L1H2's diagonal is the scale's darkest blue (1 = cmax), the rest its lightest (0 = cmin)
     cell = _image(images[5])
-    blues = svg._lut("Blues")
+    blues = svg.heatmaps.lut("Blues")
     assert np.array_equal(cell[3, 3, :3], blues[-1]) and np.array_equal(cell[3, 2, :3], blues[0])
     # rows left to right, then down; each title sits above its own cell
     titles = [t for t in root.iter(f"{NS}text") if t.text and t.text.startswith("L")]

@@ -25,7 +25,7 @@ from tinyviz.ui.registry import RegistryFull, registry
 # training process needs. Measured in headless Chromium (the induction preset training, the Train page
 # open): a chart whose figure changed costs the browser 0.1-0.2 s of CPU to redraw (Plotly draws it
 # anew), one whose figure is the same next to nothing, and every fragment rerun ~0.1 s more (React and
-# styles; the export buttons made no measurable difference). benchmarks/app_speed.py, 3 rounds each: with the numbers
+# styles). benchmarks/app_speed.py, 3 rounds each: with the numbers
 # and loss every 5 s the app trained at 0.87x the CLI's steps/s, every 10 s at 0.94x. So the numbers and
 # the loss curve come every REFRESH_S; the other charts (lr, tokens/s, gradients, activations, heads)
 # and their buttons are a fragment of their own that redraws every SLOW_REFRESH_S.
