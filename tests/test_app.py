@@ -183,16 +183,34 @@ def test_predictions_top_k(runs_root):
     assert any("Top-3" in t for t in chart_titles(ok(at)))
 
 
+def live_html(at, key: str) -> str:
+    """The HTML a light element (widgets.live_html) was drawn with: its component's data."""
+    def find(node):
+        for child in node.children.values() if isinstance(getattr(node, "children", None), dict) else []:
+            if getattr(child, "key", None) == key:
+                return child
+            if (hit := find(child)) is not None:
+                return hit
+        return None
+    element = find(at.main)
+    if element is None:
+        return ""
+    data = json.loads(element.proto.json)
+    return data["html"] if isinstance(data, dict) else data
+
+
 def test_train_start_see_metrics_then_stop(runs_root):
     at = ok(app("train"))
-    at.number_input(key="cfg_micro_train_steps").set_value(2000).run()
+    at.number_input(key="cfg_micro_train_steps").set_value(20000).run()
     at.button(key="train_start").click().run()
     ok(at)
     deadline = time.monotonic() + 60
-    while not any(m.label == "Train loss" for m in at.metric):
+    # while it trains the numbers are a light element the live feed keeps up to date
+    while "Train loss" not in live_html(at, "train_numbers_live"):
         assert time.monotonic() < deadline, "no metrics arrived"
         time.sleep(0.5)
         at.run()
+    assert "of 20000" in live_html(at, "train_progress_live")
     assert any(b.key.startswith("train_stop_") for b in at.button)
     next(b for b in at.button if b.key.startswith("train_stop_")).click().run()
     deadline = time.monotonic() + 60
@@ -204,6 +222,9 @@ def test_train_start_see_metrics_then_stop(runs_root):
     run = runs_root / "micro-tinytales-1"
     assert json.loads((run / "state.json").read_text())["status"] == "stopped"
     assert any(b.key.startswith("train_resume_") for b in at.button)
+    # stopped: Streamlit's own numbers and the interactive charts are back
+    assert {"Train loss", "Val loss", "Tokens/s"} <= {m.label for m in at.metric}
+    assert not live_html(at, "train_numbers_live")
 
 
 def test_a_third_training_is_refused_in_a_sentence(tmp_path):

@@ -95,13 +95,26 @@ def test_train_live_loss_updates_then_stop(page, app_url):
     button(page, "train_start").click()
     page.get_by_role("heading", name="micro-tinytales-1 · training").wait_for(timeout=120_000)
     deadline = time.monotonic() + 120  # generous: the machine running the tests may be busy
-    while (first := points(page, "train_loss")) < 1:
+    while points(page, "train_loss") < 1:
         assert time.monotonic() < deadline, "the loss chart has no points"
         time.sleep(0.25)
-    deadline = time.monotonic() + 120
-    while points(page, "train_loss") <= first:
+    # from here the page is kept up to date by the live feed on this machine, not by Streamlit reruns: the
+    # loss curve grows while the page sends Streamlit nothing (a rerun is a message on its websocket)
+    sent, feed = [], []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(time.monotonic())))
+    page.on("request", lambda r: feed.append(r.url) if "/live/" in r.url else None)
+    page.reload()
+    page.get_by_role("heading", name="micro-tinytales-1 · training").wait_for(timeout=120_000)
+    settle(page)
+    quiet_from, drawn = time.monotonic(), points(page, "train_loss")
+    deadline = quiet_from + 120
+    while points(page, "train_loss") <= drawn:
         assert time.monotonic() < deadline, "the loss chart did not update"
-        time.sleep(0.5)
+        page.wait_for_timeout(500)  # (Playwright hands over the network events only while it is called)
+    page.wait_for_timeout(max(0, int((quiet_from + 12 - time.monotonic()) * 1000)))
+    assert feed and all(url.startswith("http://127.0.0.1:") for url in feed), feed
+    # the sidebar's slider may take a newly kept step (one rerun of its fragment, at most every 30 s)
+    assert len([t for t in sent if t >= quiet_from]) <= 1, "the live page asked Streamlit to rerun"
     assert page.get_by_text("training", exact=False).first.is_visible()
     # while it trains the charts are light SVGs without export buttons, and the page says why
     assert page.locator(f"{by_key('train_loss')} svg[data-points]").count() == 1
@@ -115,7 +128,7 @@ def test_train_live_loss_updates_then_stop(page, app_url):
         assert time.monotonic() < deadline, "the live head grid was not drawn"
         time.sleep(0.5)
     assert page.locator(f"{by_key('train_heads')} .js-plotly-plot").count() == 0
-    assert cell.nth(1).get_attribute("data-click") == "[0, 1]"
+    assert cell.nth(1).get_attribute("data-click").startswith("[0, 1, ")  # [layer, head, the grid's step]
     cell.nth(1).click()
     page.get_by_role("heading", name="Heads", level=1).wait_for(timeout=60_000)
     deadline = time.monotonic() + 60

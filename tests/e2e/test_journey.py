@@ -53,7 +53,9 @@ def test_induction_preset_in_the_app_writes_the_clis_config(page, app_url, app_r
 def sidebar_step(page) -> int:
     import re
 
-    text = page.locator('[data-testid="stSidebar"] [data-testid="stCaptionContainer"]').all_text_contents()
+    # a caption, or while a run trains the light element the live feed keeps up to date
+    text = page.locator('[data-testid="stSidebar"] [data-testid="stCaptionContainer"], '
+                        '[data-testid="stSidebar"] .tinyviz-live').all_text_contents()
     found = [int(m.group(1)) for t in text if (m := re.search(r"step (\d+) of", t))]
     return found[0] if found else -1
 

@@ -273,9 +273,9 @@ def live_metrics(run_id: str, read_folder) -> list[dict]:
     return job.snapshot()["metrics"] if job is not None and job.alive else read_folder(run_id)
 
 
-def live_fragment(run_ids: list[str], seconds: float, draw) -> None:
-    """draw() in a fragment that redraws every `seconds` while any of run_ids trains, and reruns the
-    whole page once when the last of them ends (so the page settles and stops polling)."""
+def live_fragment(run_ids: list[str], seconds: float | None, draw) -> None:
+    """draw() in a fragment that redraws every `seconds` while any of run_ids trains (None: when one of its
+    elements asks), and reruns the whole page once when the last of them ends (so the page settles)."""
     running = any(training(r) for r in run_ids)
 
     @st.fragment(run_every=seconds if running else None)

@@ -10,11 +10,13 @@ import streamlit as st
 from tinyviz.analysis import export
 from tinyviz.training.runs import Run, RunError
 from tinyviz.training.runzip import export_run_zip
-from tinyviz.ui import bundle_store, loaders, state
+from tinyviz.ui import bundle_store, live_feed, live_parts, loaders, state, widgets
 from tinyviz.ui.registry import live_fragment, registry
 from tinyviz.ui.uploads import UploadError, extract_run_zip, import_server_model, import_uploaded_model
 
-LIVE_S = 10.0  # the status line's refresh while a run trains (as the Train page's numbers: train_panel.REFRESH_S)
+LIVE_S = 10.0  # without the live feed: the status line's refresh while a run trains (a fragment rerun)
+FEED_S = 5.0  # with it: how often the status line asks the feed (as the Train page's numbers)
+SLIDER_S = 30.0  # with it: the slider takes a newly kept step at most this often (a rerun of its fragment)
 URL_PARAM = "run"  # ?run=NAME: the current run's folder name
 STEP_PARAM = "step"  # ?step=N: the step control's choice (absent: the latest)
 
@@ -50,10 +52,11 @@ def _download_run(run_id: str) -> None:
 def _live_box(current: str | None) -> None:
     """The current run's status line, who trains, and its "Weights at step" slider.
 
-    While anything trains they are one fragment that redraws every LIVE_S (a training run's kept steps
-    appear on the slider as they are written), and a move of the slider then reruns the whole page,
-    not only the fragment. One fragment, not one per line: every fragment rerun costs the browser about
-    0.1 s of CPU whatever it draws, CPU a training on a 2-core laptop needs (benchmarks/app_speed.py)."""
+    While anything trains they are one fragment, and a move of the slider then reruns the whole page, not only
+    the fragment. The status lines are a light element the live feed (tinyviz.ui.live_feed) keeps up to date
+    every FEED_S without a rerun; the fragment reruns when a new step is kept (at most every SLIDER_S, so the
+    slider offers it) and once when the last run ends. Without the feed it reruns every LIVE_S: every rerun
+    costs the browser 0.1-0.3 s of CPU, which a training on a 2-core laptop needs (benchmarks/app_speed.py)."""
     running = [j.run_id for j in registry().running()]
     if not running:
         state.put(state.STEP_MOVED, False)  # outside a fragment a move already reruns the whole page
@@ -61,17 +64,49 @@ def _live_box(current: str | None) -> None:
         _step_slider(current)
         return
     in_page_run = [True]  # False once this page run is over: the fragment's own reruns see False
+    feed = live_feed.feed()
 
     def draw():
-        _status_lines(current, registry().running())
+        view = _StatusView(current)
+        answer = view()
+        url = feed.publish(("sidebar", current), view) if feed else None
+        source = {"url": url, "every_s": FEED_S, "version": answer["version"]} if url else None
+        widgets.live_html(answer["parts"]["status"], "sidebar_status_live", source, "status", lead_s=SLIDER_S)
         _step_slider(current)
         if state.get(state.STEP_MOVED):
             state.put(state.STEP_MOVED, False)
             if not in_page_run[0]:
                 st.rerun(scope="app")
 
-    live_fragment(running, LIVE_S, draw)
+    live_fragment(running, None if feed else LIVE_S, draw)
     in_page_run[0] = False
+
+
+class _StatusView:
+    """The feed's answer for the sidebar: the status lines ("step N of M · training · model", who trains),
+    its version the current run's kept steps (a new one reruns the fragment: the slider offers it), ended
+    when nothing trains any more. Called by the feed's threads: no Streamlit."""
+
+    def __init__(self, current: str | None):
+        self.registry, self.current = registry(), current
+        self.line = _status(current) if current else ""  # the run's line as the page run drew it
+        try:
+            self.run = Run.open(Path(current)) if current else None
+            self.model = self.run.summary()["model"] if self.run else ""
+        except RunError:
+            self.run = None
+
+    def __call__(self) -> dict:
+        jobs = self.registry.running()
+        line = self.line
+        job = self.registry.get(self.current) if self.current and self.run else None
+        if job is not None and job.alive:
+            line = f"step {job.snapshot()['step']} of {job.total} · training · {self.model}"
+        html = live_parts.caption(line) if line else ""
+        if jobs:
+            html += live_parts.caption("Training now: " + ", ".join(Path(j.run_id).name for j in jobs))
+        return {"parts": {"status": html}, "ended": not jobs,
+                "version": len(self.run.history.steps()) if self.run else 0}
 
 
 def _status_lines(current: str | None, jobs: list) -> None:

@@ -69,7 +69,6 @@ TRAIN_PRESET = "train_preset"
 TRAIN_SOURCE = "train_source"
 TRAIN_MSG = "train_msg"  # (kind, sentence) after Start / Resume
 TRAIN_HEADS = "train_heads"  # the live head grid's selection state
-TRAIN_SLOW_DREW = "train_slow_drew"  # (run id, had metrics, had a snapshot) when the slower charts last drew
 
 # Compare
 COMPARE_RUNS = "compare_runs"

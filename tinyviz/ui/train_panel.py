@@ -1,10 +1,10 @@
 """The Train page's live panel: progress, loss, lr, throughput, gradients, activations, health, samples.
 
-It is two fragments that rerun while its run trains (the numbers and the loss every REFRESH_S, the other
-charts every SLOW_REFRESH_S) and stop polling when the run ends (one full rerun then, so the page
-settles). It reads the registry's snapshot of a training run (its metrics file read incrementally), or
-the run folder of one that is not training. The run trains in its own process, so drawing competes with
-it for cores, not for an interpreter.
+While its run trains the panel is drawn once, as light elements (widgets.live_html: numbers as HTML, charts as
+SVG) that the browser keeps up to date from the live feed (tinyviz.ui.live_feed, which answers
+train_live.TrainView) every FEED_S: no Streamlit rerun, so no React redraw of the page at every refresh. When
+the run ends the feed says so and the panel asks for one rerun of the page, which draws the interactive Plotly
+charts and their export buttons. A run that is not training is drawn from its run folder.
 """
 
 from __future__ import annotations
@@ -12,44 +12,27 @@ from __future__ import annotations
 import zlib
 from pathlib import Path
 
-import numpy as np
 import streamlit as st
 
-from tinyviz.analysis import plots, probes
+from tinyviz.analysis import plots
 from tinyviz.training import health
 from tinyviz.training.runs import CONFIG, RunError, file_version
-from tinyviz.ui import analysis, loaders, page, state, widgets
+from tinyviz.ui import analysis, live_feed, live_parts, loaders, page, state, train_live, widgets
 from tinyviz.ui.registry import RegistryFull, registry
 
-# How often the live panel redraws while its run trains. On a 2-core laptop the browser's CPU is CPU the
-# training process needs. Measured in headless Chromium (the induction preset training, the Train page
-# open): a chart whose figure changed costs the browser 0.1-0.2 s of CPU to redraw (Plotly draws it
-# anew), one whose figure is the same next to nothing, and every fragment rerun ~0.1 s more (React and
-# styles). benchmarks/app_speed.py, 3 rounds each: with the numbers
-# and loss every 5 s the app trained at 0.87x the CLI's steps/s, every 10 s at 0.94x. So the numbers and
-# the loss curve come every REFRESH_S; the other charts (lr, tokens/s, gradients, activations, heads)
-# and their buttons are a fragment of their own that redraws every SLOW_REFRESH_S.
+# How often the live elements ask the feed for the run's latest parts (a fetch of a few tens of KB and, where a
+# part changed, one element's inner HTML). A Streamlit rerun of the panel cost the browser 0.15-0.3 s of CPU
+# (React and styles; headless Chromium on the induction preset) and the two-thread trainer a visible dip in
+# tokens/s each time: benchmarks/app_speed.py. Where the feed cannot be reached (a page opened from another
+# machine, no loopback port) the panel reruns every REFRESH_S instead.
+FEED_S = 5.0
 REFRESH_S = 10.0
-SLOW_REFRESH_S = 30.0
-# While the run trains, every chart (loss, heads, lr, tokens/s, gradients, activations) is drawn as a light
-# SVG of the same figure (tinyviz.analysis.svg, put in the page by widgets.live_svg), this many px wide (the
-# page's main column and half of it on a laptop), without export buttons. A Plotly redraw cost the browser
-# 0.1-0.3 s of CPU per chart and refresh; with the charts as SVG the browser used 0.05-0.06 of a core where it
-# used 0.11-0.13 (headless Chromium, 60 s on the live Train page, trainer at one thread).
-WIDE, HALF = 1000, 480
 LIVE_NOTE = (":material/bolt: While the run trains its charts are drawn light (no hover, zoom or export buttons; a "
              "click on a head still opens it) to leave the cores to training; the interactive charts and their "
              "export buttons return when it stops.")
 STATUS_ICONS = {"running": ":green[:material/play_circle:]", "done": ":green[:material/check_circle:]",
                 "stopped": ":orange[:material/pause_circle:]", "failed": ":red[:material/error:]",
                 "ready": ":gray[:material/radio_button_unchecked:]", "new": ":gray[:material/radio_button_unchecked:]"}
-
-
-def _eta(seconds) -> str:
-    if seconds is None:
-        return ""
-    m, s = divmod(int(seconds), 60)
-    return f" · about {m} min {s} s left" if m else f" · about {s} s left"
 
 
 def _view(run_id: str) -> dict:
@@ -65,48 +48,67 @@ def _view(run_id: str) -> dict:
 
 
 def live_panel(run_id: str) -> None:
-    """The run's header and Stop/Resume (redrawn with the page), then the polling fragment."""
+    """The run's header and Stop/Resume (redrawn with the page), then its live or settled panel."""
     view = _view(run_id)
-    running = view["alive"]
     _controls(run_id, view)
+    jump = st.session_state.pop(state.TRAIN_JUMP, None)
+    if jump is not None:  # a cell of the head grid was clicked: open that head on Heads
+        page.open_head(run_id, *jump)
+    if view["alive"]:
+        _live(run_id)
+        return
+    _progress(view)
+    _numbers(run_id, view)
+    _slow_charts(run_id, view)
 
-    @st.fragment(run_every=REFRESH_S if running else None)
+
+def _live(run_id: str) -> None:
+    """The panel of a training run: light elements the feed keeps up to date, in one fragment that reruns
+    only when the run ends, a head is clicked or a chart option changes (or every REFRESH_S without a feed)."""
+    feed = live_feed.feed()
+
+    @st.fragment(run_every=None if feed else REFRESH_S)
     def panel():
-        view = _view(run_id)
-        if running and not view["alive"]:
-            st.rerun(scope="app")  # the run ended: redraw once without polling
-        if running and _slower_charts_behind(run_id, view):
-            # the first steps or snapshot landed: draw them now, not up to 30 s later (marked as drawn first,
-            # so this panel, which the app's rerun draws before the slower charts, does not ask again)
-            state.put(state.TRAIN_SLOW_DREW, (run_id, True, True))
-            st.rerun(scope="app")
-        _progress(view)
-        _numbers(run_id, view)
-
-    @st.fragment(run_every=SLOW_REFRESH_S if running else None)
-    def slower():
+        job = registry().get(run_id)
+        if job is None or not job.alive:
+            st.rerun(scope="app")  # the run ended: redraw the page once, with the interactive charts
         jump = st.session_state.pop(state.TRAIN_JUMP, None)
-        if jump is not None:  # a cell of the head grid (drawn here) was clicked: open that head on Heads
+        if jump is not None:
             page.open_head(run_id, *jump)
-        view = _view(run_id)
-        drew = _slow_charts(run_id, view)
-        state.put(state.TRAIN_SLOW_DREW, (run_id, bool(view["metrics"]), drew))
+        top, options = st.container(), st.container()
+        with options:  # drawn first (they shape the loss curve), shown below the numbers
+            state.default(state.TRAIN_LOG_Y, True)
+            c1, c2 = st.columns([1, 2], vertical_alignment="center")
+            log_y = c1.toggle("Log-scale loss", key=state.TRAIN_LOG_Y, persist_state="session")
+            smooth = widgets.smoothing(state.TRAIN_SMOOTHING, c2)
+            st.caption(LIVE_NOTE)
+        view = train_live.TrainView(job, log_y=log_y, smoothing=smooth)
+        parts = view()["parts"]
+        url = feed.publish((run_id, log_y, smooth), view) if feed else None
+        source = {"url": url, "every_s": FEED_S} if url else None
+
+        def part(name: str, key: str | None = None, lead_s: float = 0, on_click=None):
+            with st.container(key=key) if key else st.container():
+                widgets.live_html(parts[name], f"{key or 'train_' + name}{widgets.LIVE_SUFFIX}", source, name,
+                                  lead_s=lead_s, on_click=on_click)
+
+        with top:
+            part("progress", lead_s=REFRESH_S)
+            part("numbers")
+            part("health")
+        part("loss", key="train_loss")
+        part("sample")
+        part("heads_title")
+        part("heads", key=state.TRAIN_HEADS, on_click=lambda: _on_heads_click(None))
+        left, right = st.columns(2)
+        with left:
+            part("lr", key="train_lr")
+        with right:
+            part("tps", key="train_tps")
+        part("grad", key="train_grad")
+        part("acts", key="train_acts")
 
     panel()
-    slower()
-
-
-def _slower_charts_behind(run_id: str, view: dict) -> bool:
-    """The slower charts last drew this run before its first step (or first snapshot) and it has one now.
-    Right after Start they draw with nothing yet; without this the lr, gradient and head charts would
-    appear only at their next turn, up to SLOW_REFRESH_S later."""
-    drew = state.get(state.TRAIN_SLOW_DREW)
-    if not drew or drew[0] != run_id:
-        return False
-    _, had_metrics, had_heads = drew
-    if not had_metrics:
-        return bool(view["metrics"])
-    return not had_heads and bool(loaders.open_run(run_id).snapshot_steps())
 
 
 def control_key(action: str, run_id: str) -> str:
@@ -116,11 +118,17 @@ def control_key(action: str, run_id: str) -> str:
     return f"train_{action}_{zlib.crc32(run_id.encode()):08x}"
 
 
-def _on_heads_click(step: int) -> None:
-    """Keep the clicked head and the grid's step; the fragment's rerun opens it on Heads."""
-    picked = analysis.head_from_selection(widgets.selection(state.TRAIN_HEADS))
-    if picked is not None:
-        state.put(state.TRAIN_JUMP, (*picked, step))
+def _on_heads_click(step: int | None) -> None:
+    """Keep the clicked head and the grid's step (a live grid's click target carries the step it showed);
+    the rerun opens it on Heads."""
+    event = widgets.selection(state.TRAIN_HEADS)
+    picked = analysis.head_from_selection(event)
+    if picked is None:
+        return
+    data = event["selection"]["points"][0].get("customdata")
+    if isinstance(data, (list, tuple)) and len(data) == 3:
+        step = int(data[2])
+    state.put(state.TRAIN_JUMP, (*picked, step))
 
 
 def _on_stop(run_id: str) -> None:
@@ -154,113 +162,66 @@ def _controls(run_id: str, view: dict) -> None:
 
 def _progress(view: dict) -> None:
     total = max(1, view["total"])
-    st.progress(min(1.0, view["step"] / total), text=f"step {view['step']} of {view['total']}{_eta(view['eta'])}")
+    text = f"step {view['step']} of {view['total']}{live_parts.eta(view['eta'])}"
+    st.progress(min(1.0, view["step"] / total), text=text)
     if view["message"] and not view["alive"]:
         (st.error if view["status"] == "failed" else st.info)(widgets.sentence(view["message"]))
 
 
 def _numbers(run_id: str, view: dict) -> None:
-    """Every REFRESH_S: the numbers, health, the loss curve and the sample preview."""
+    """A run that is not training: the numbers, health, the loss curve and the sample preview."""
     metrics, name = view["metrics"], Path(run_id).name
     if not metrics:
         st.info("No steps logged yet; the charts appear with the first step.")
         return
-    last = metrics[-1]
-    vals = [m for m in metrics if m.get("val_loss") is not None]
-    m = st.columns(5)
-    m[0].metric("Train loss", f"{last['loss']:.3f}")
-    m[1].metric("Val loss", f"{vals[-1]['val_loss']:.3f}" if vals else "–")
-    m[2].metric("Tokens/s", f"{last['tokens_per_s']:,.0f}")
-    m[3].metric("Learning rate", f"{last['lr']:.2e}")
-    m[4].metric("Grad norm", f"{last['grad_norm']:.3g}")
-
-    run = loaders.open_run(run_id)
-    _health(metrics, run.config)
+    for column, (label, value) in zip(st.columns(5), live_parts.metric_values(metrics), strict=True):
+        column.metric(label, value)
+    _health(metrics, loaders.open_run(run_id).config)
     state.default(state.TRAIN_LOG_Y, True)
     c1, c2 = st.columns([1, 2], vertical_alignment="center")
     c1.toggle("Log-scale loss", key=state.TRAIN_LOG_Y, persist_state="session")
     smooth = widgets.smoothing(state.TRAIN_SMOOTHING, c2)
-    if view["alive"]:
-        st.caption(LIVE_NOTE)
     widgets.chart(plots.loss_curves({name: metrics}, log_y=state.get(state.TRAIN_LOG_Y), smoothing=smooth),
-                  plots.title(name, "loss"), key="train_loss", live_width=WIDE if view["alive"] else None,
-                  look_for="both curves falling together; val turning up while train keeps falling is overfitting, "
-                           "a sudden plateau or jump is the optimiser struggling.")
+                  plots.title(name, "loss"), key="train_loss", look_for=train_live.LOOK_FOR["loss"])
     samples = [r for r in metrics if (r.get("extra") or {}).get("sample")]
     if samples:
         st.markdown(f"**Sample preview** (greedy, step {samples[-1]['step']})")
         st.code(samples[-1]["extra"]["sample"], language=None, wrap_lines=True)
 
 
-def _slow_charts(run_id: str, view: dict) -> bool:
-    """Every SLOW_REFRESH_S: lr, tokens/s, gradients, activations and heads, drawn from the records up to
-    the latest step. True when the head grid was drawn (a snapshot had landed)."""
+def _slow_charts(run_id: str, view: dict) -> None:
+    """A run that is not training: lr, tokens/s, gradients, activations and heads."""
     metrics, name = view["metrics"], Path(run_id).name
     if not metrics:
-        return False
-    upto = metrics[-1]["step"]
+        return
     version = loaders.weights_version(run_id), file_version(run_id, CONFIG)
-    figs = _slow_figures(run_id, upto, version, _metrics=metrics)
-    wide, half = (WIDE, HALF) if view["alive"] else (None, None)  # light SVGs while it trains
-    heads = figs.get("heads")
+    figs = _slow_figures(run_id, metrics[-1]["step"], version, _metrics=metrics)
+    heads, look = figs.get("heads"), train_live.LOOK_FOR
     if heads is not None:
         st.markdown(f"**Heads at step {figs['heads_step']}** (the probe prompt; click a head to open it on the "
                     "Heads page at this step)")
-        st.caption(figs["formed"])
+        headline, rest = figs["formed"]
+        st.caption(f":material/flag: **{headline}** {rest}" if headline else rest)
         widgets.chart(heads, plots.title(name, "all heads", f"step {figs['heads_step']}"), key=state.TRAIN_HEADS,
-                      on_select=lambda step=figs["heads_step"]: _on_heads_click(step), live_width=wide,
-                      look_for="a diagonal stripe just below the main diagonal is a previous-token head; an "
-                               "'induction' label in layer 1 is the model learning to copy.")
+                      on_select=lambda step=figs["heads_step"]: _on_heads_click(step), look_for=look["heads"])
     left, right = st.columns(2)
     with left:
-        widgets.chart(figs["lr"], plots.title(name, "lr"), key="train_lr", live_width=half,
-                      look_for="warmup rising to the peak, then the cosine decay.")
+        widgets.chart(figs["lr"], plots.title(name, "lr"), key="train_lr", look_for=look["lr"])
     with right:
-        widgets.chart(figs["tps"], plots.title(name, "tokens per second"), key="train_tps", live_width=half,
-                      look_for="a flat line; dips are evaluations, snapshots or a busy machine.")
-    widgets.chart(figs["grad"], plots.title(name, "gradient norms"), key="train_grad", live_width=wide,
-                  look_for="a bright vertical band is a gradient spike; one block far brighter than the others "
-                           "for long is where training is unstable.")
+        widgets.chart(figs["tps"], plots.title(name, "tokens per second"), key="train_tps", look_for=look["tps"])
+    widgets.chart(figs["grad"], plots.title(name, "gradient norms"), key="train_grad", look_for=look["grad"])
     if figs.get("acts") is not None:
-        widgets.chart(figs["acts"], plots.title(name, "activations", f"step {figs['acts_step']}"), key="train_acts",
-                      live_width=wide)
-    return heads is not None
+        widgets.chart(figs["acts"], plots.title(name, "activations", f"step {figs['acts_step']}"), key="train_acts")
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _slow_figures(run_id: str, upto: int, version: tuple, _metrics: list[dict]) -> dict:
     """The charts that change only when a snapshot lands, for records up to step `upto` (cached per step
     and per version of the run's files, so a new run of the same name is drawn afresh)."""
-    name = Path(run_id).name
-    out = {"lr": plots.metric_curve(_metrics, "lr", name, "learning rate"),
-           "tps": plots.metric_curve(_metrics, "tokens_per_s", name, "tokens per second"),
-           "grad": plots.grad_norm_heatmap(_metrics, name)}
-    steps = [s for s in loaders.open_run(run_id).snapshot_steps() if s <= upto]
-    if steps:
-        snap = loaders.snapshot(run_id, steps[-1])
-        if snap.get("act_stats"):
-            out["acts"], out["acts_step"] = plots.activation_stats_bars(snap["act_stats"], name, steps[-1]), steps[-1]
-        if snap.get("scores"):
-            labels = probes.label_heads({k: np.asarray(v) for k, v in snap["scores"].items()})
-            out["heads"] = plots.head_grid(snap["patterns"], name, steps[-1], labels)
-            out["heads_step"] = steps[-1]
-            out["formed"] = induction_formed(run_id, steps)
-    return out
-
-
-def induction_formed(run_id: str, steps: list[int]) -> str:
-    """'Induction head formed at step N (L1H0).' from the snapshots, or that none has yet."""
-    for step in steps:
-        scores = loaders.snapshot(run_id, step).get("scores")
-        if not scores:
-            continue
-        labels = probes.label_heads({k: np.asarray(v) for k, v in scores.items()})
-        found = [f"L{l}H{h}" for l, row in enumerate(labels) for h, lab in enumerate(row) if lab == "induction"]
-        if found:
-            return (f":material/flag: **Induction head formed at step {step}** ({', '.join(found)}): from then on "
-                    "it attends to the token after an earlier copy of the current one.")
-    return (f"No induction head yet (by step {steps[-1]}); one forms when a layer-1 head learns to attend to the "
-            "token after an earlier copy of the current one. Labels: prev = previous token, induction, sink, self.")
+    def found(steps):
+        return train_live.formed(steps, lambda step: loaders.snapshot(run_id, step).get("scores"))
+    return train_live.slow_figures(loaders.open_run(run_id), _metrics, upto,
+                                   lambda step: loaders.snapshot(run_id, step), found)
 
 
 def _health(metrics: list[dict], cfg) -> None:

@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from tinyviz.analysis import export, svg
+from tinyviz.analysis import export
 from tinyviz.data.text import VISIBLE, UnknownCharactersError, visible
 from tinyviz.ui import bundle_store, loaders, state
 
@@ -33,31 +33,60 @@ def toolbar_config(name: str) -> dict:
 
 
 def chart(fig: go.Figure, name: str, key: str, df: pd.DataFrame | None = None,
-          on_select: Callable | None = None, run_config: dict | None = None, look_for: str | None = None,
-          live_width: int | None = None) -> None:
+          on_select: Callable | None = None, run_config: dict | None = None, look_for: str | None = None) -> None:
     """st.plotly_chart drawn as exported (no Streamlit theme), a one-line 'what to look for', the export buttons.
-
-    With ``live_width`` (a chart that redraws while a run trains) the figure is drawn as one light SVG that
-    many px wide instead (``live_svg``), without export buttons: Plotly would draw it anew at every refresh,
-    and the buttons' five widgets with it, with CPU the training needs. A click on one of its click targets
-    calls ``on_select`` as a click on the Plotly chart would (read it with ``selection(key)``)."""
-    if live_width:
-        with st.container(key=key):
-            live_svg(svg.figure_svg(fig, live_width), f"{key}{LIVE_SUFFIX}", on_click=on_select)
-    else:
-        kwargs = {"on_select": on_select, "selection_mode": "points"} if on_select else {}
-        st.plotly_chart(fig, key=key, theme=None, config=toolbar_config(name), **kwargs)
+    (While a run trains the Train page draws its charts as light SVGs instead: ``live_html``.)"""
+    kwargs = {"on_select": on_select, "selection_mode": "points"} if on_select else {}
+    st.plotly_chart(fig, key=key, theme=None, config=toolbar_config(name), **kwargs)
     if look_for:
         st.caption(f":material/visibility: **What to look for:** {look_for}")
-    if not live_width:
-        export_buttons(fig, df, name, key)
+    export_buttons(fig, df, name, key)
 
 
 LIVE_SUFFIX = "_live"
-# The light SVG's element: it sets the SVG as the inner HTML of one div, only when it changed (st.markdown
-# ran it through Markdown and turned it into React elements at every refresh), and reports a click on an
-# element with data-click (its value, JSON) as the trigger 'clicked'.
+# The light element: it sets our HTML (an SVG, a row of numbers) as the inner HTML of one div, only when it
+# changed (st.markdown ran it through Markdown and turned it into React elements at every refresh), and reports
+# a click on an element with data-click (its value, JSON) as the trigger 'clicked'.
+# With a feed (tinyviz.ui.live_feed) the elements of a page share one poller per feed URL: every `every` ms
+# (not while the tab is hidden) it fetches the feed's JSON, {"parts": {name: html}, "ended": bool, "version": x},
+# and swaps each element's part when it changed, without a Streamlit rerun. A "lead" element (one per fragment)
+# asks Streamlit to rerun its fragment (the trigger 'refresh') when the run ended, when the feed's version moved
+# (at most once per `lead` ms), or, when the feed cannot be reached (a page opened from another machine), every
+# `lead` ms: the fragment's rerun draws it all from the server, as a timer fragment would.
 _LIVE_JS = """
+function feeds() { return window.tinyvizFeeds || (window.tinyvizFeeds = new Map()); }
+function rerun(box, why) {
+  const now = Date.now();
+  if (why === 'ended' || now - (box.tinyvizAsked || 0) >= box.tinyvizLead) {
+    box.tinyvizAsked = now;
+    box.tinyvizTrigger('refresh', why + ' ' + now);
+  }
+}
+async function poll(url, feed) {
+  for (const box of [...feed.boxes]) if (!box.isConnected || box.tinyvizFeed !== url) feed.boxes.delete(box);
+  if (!feed.boxes.size) { clearInterval(feed.timer); feeds().delete(url); return; }
+  if (document.hidden || feed.busy) return;
+  feed.busy = true;
+  let answer = null;
+  try {
+    const response = await fetch(url, { cache: 'no-store' });
+    if (response.ok) answer = await response.json();
+  } catch (e) { answer = null; }
+  feed.busy = false;
+  const leads = [...feed.boxes].filter((box) => box.tinyvizLead);
+  if (!answer) { leads.forEach((box) => rerun(box, 'unreachable')); return; }
+  for (const box of feed.boxes) {
+    const part = (answer.parts || {})[box.tinyvizPart];
+    if (part !== undefined && part !== box.tinyvizShown) { box.innerHTML = part; box.tinyvizShown = part; }
+  }
+  if (answer.ended) {
+    clearInterval(feed.timer); feeds().delete(url);
+    leads.forEach((box) => rerun(box, 'ended'));
+  } else {
+    leads.filter((box) => answer.version !== undefined && answer.version !== box.tinyvizVersion)
+         .forEach((box) => rerun(box, 'version'));
+  }
+}
 export default function(component) {
   const { data, parentElement, setTriggerValue } = component;
   let box = parentElement.querySelector(':scope > .tinyviz-live');
@@ -71,9 +100,24 @@ export default function(component) {
     });
   }
   box.tinyvizTrigger = setTriggerValue;
-  if (box.tinyvizSvg !== data) {
-    box.innerHTML = data;
-    box.tinyvizSvg = data;
+  const live = (data && typeof data === 'object') ? data : { html: data };
+  if (box.tinyvizData !== live.html) {  // drawn anew by the server: newer than what the feed last gave
+    box.innerHTML = live.html;
+    box.tinyvizData = live.html;
+    box.tinyvizShown = live.html;
+  }
+  box.tinyvizFeed = live.feed || null;
+  box.tinyvizPart = live.part;
+  box.tinyvizLead = live.lead || 0;
+  box.tinyvizVersion = live.version;
+  if (live.feed) {
+    let feed = feeds().get(live.feed);
+    if (!feed) {
+      feed = { boxes: new Set(), busy: false };
+      feed.timer = setInterval(() => poll(live.feed, feed), live.every);
+      feeds().set(live.feed, feed);
+    }
+    feed.boxes.add(box);
   }
 }
 """
@@ -84,10 +128,19 @@ def _live_element():
     return st.components.v2.component("tinyviz_live_svg", js=_LIVE_JS, isolate_styles=False)
 
 
-def live_svg(markup: str, key: str, on_click: Callable | None = None) -> None:
-    """Our own SVG (tinyviz.analysis.svg: every text in it escaped) in the page; ``on_click`` runs when an
-    element of it with data-click is clicked."""
-    _live_element()(key=key, data=markup, on_clicked_change=on_click or (lambda: None))
+def live_html(markup: str, key: str, feed: dict | None = None, part: str | None = None, lead_s: float = 0,
+              on_click: Callable | None = None) -> None:
+    """Our own HTML (every text in it escaped by its maker) in the page, kept up to date from a live feed:
+    ``feed`` is {"url": ..., "every_s": ..., "version": ...} (see live_feed), ``part`` the name of this element's
+    HTML in the feed's answer. An element with ``lead_s`` asks Streamlit to rerun its fragment when the feed says
+    the run ended or its version moved (at most once per lead_s), or every lead_s while the feed cannot be
+    reached. Without a feed it is drawn as it is."""
+    data = markup
+    if feed is not None:
+        data = {"html": markup, "feed": feed["url"], "every": int(feed["every_s"] * 1000), "part": part,
+                "lead": int(lead_s * 1000), "version": feed.get("version")}
+    _live_element()(key=key, data=data, on_clicked_change=on_click or (lambda: None),
+                    on_refresh_change=lambda: None)
 
 
 def selection(key: str):

@@ -1,0 +1,173 @@
+"""The live feed the Train page and the sidebar redraw from while a run trains (no Streamlit rerun): what it
+serves, to whom, and what the Train page's parts say at each stage of a run."""
+
+import json
+import re
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tinyviz.config import apply_overrides, preset
+from tinyviz.training.session import TrainingSession
+from tinyviz.ui import live_feed, live_parts, train_live, train_panel
+
+SMALL = ["n_layers=2", "n_heads=2", "d_model=32", "d_ff=64", "n_ctx=32", "batch_size=8", "steps=60",
+         "warmup_steps=5", "eval_interval=20", "eval_batches=2", "snapshot_interval=20", "checkpoint_interval=20",
+         "sample_interval=20", "corpus_chars=20000"]
+
+
+def get(url: str) -> tuple[int, dict, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, dict(r.headers), json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), json.loads(e.read())
+
+
+@pytest.fixture
+def feed():
+    f = live_feed.Feed()
+    yield f
+    f.close()
+
+
+def test_the_feed_serves_a_published_view_on_loopback_only(feed):
+    calls = []
+    url = feed.publish("run-a", lambda: calls.append(1) or {"parts": {"numbers": "<b>1.23</b>"}, "ended": False})
+    assert url.startswith("http://127.0.0.1:") and feed.host == "127.0.0.1"
+    status, headers, body = get(url)
+    assert status == 200 and body == {"parts": {"numbers": "<b>1.23</b>"}, "ended": False} and calls == [1]
+    assert headers["Cache-Control"] == "no-store"  # a poll must never be answered from a cache
+    assert headers["Access-Control-Allow-Origin"] == "*"  # the page is Streamlit's origin, another port
+    # the same key keeps its address and answers with the newest builder (a rerun re-publishes it)
+    assert feed.publish("run-a", lambda: {"parts": {}, "ended": True}) == url
+    assert get(url)[2] == {"parts": {}, "ended": True}
+
+
+def test_unknown_tokens_and_failing_builders_answer_an_error_not_a_traceback(feed):
+    url = feed.publish("a", lambda: {"parts": {}})
+    status, _, body = get(url[:-4] + "zzzz")
+    assert status == 404 and "reload the page" in body["error"]
+    assert get(url.rsplit("/live/", 1)[0] + "/other")[0] == 404
+
+    def broken():
+        raise FileNotFoundError("metrics.jsonl is gone")
+    bad = feed.publish("b", broken)
+    status, _, body = get(bad)
+    assert status == 500 and "metrics.jsonl is gone" in body["error"]
+    assert get(url)[0] == 200  # the server still answers
+
+
+def test_tokens_are_unguessable_and_old_views_are_dropped(feed, monkeypatch):
+    monkeypatch.setattr(live_feed, "MAX_BUILDERS", 3)
+    urls = [feed.publish(k, lambda k=k: {"k": k}) for k in range(4)]
+    assert len(set(urls)) == 4 and all(len(u.rsplit("/", 1)[1]) >= 24 for u in urls)
+    assert get(urls[0])[0] == 404  # the oldest went when the fourth came
+    assert [get(u)[2]["k"] for u in urls[1:]] == [1, 2, 3]
+    assert feed.publish(0, lambda: {"k": 0}) != urls[0]  # its key gets a new token
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("live") / "live-run"
+    session = TrainingSession.start(apply_overrides(preset("micro"), SMALL), out)
+    assert session.train() == "done"
+    return out
+
+
+class Job:
+    """A training job as the registry's, at a chosen point of the run's records."""
+
+    def __init__(self, run_dir, metrics, alive=True):
+        self.run_id, self.metrics, self.alive, self.total = str(run_dir), metrics, alive, 60
+
+    def snapshot(self):
+        step = self.metrics[-1]["step"] if self.metrics else 0
+        return {"step": step, "total": self.total, "metrics": list(self.metrics), "eta": 12.0 if self.alive else None}
+
+
+def test_the_train_view_at_every_stage_of_a_run(run_dir, monkeypatch):
+    from tinyviz.training.runs import Run
+
+    records = Run.open(run_dir).metrics()
+    now = [0.0]
+    job = Job(run_dir, [])
+    view = train_live.TrainView(job, log_y=True, smoothing=0.0, clock=lambda: now[0])
+    before = view()
+    assert before["ended"] is False and "step 0 of 60" in before["parts"]["progress"]
+    assert train_live.NOT_YET in before["parts"]["numbers"]
+    assert all(before["parts"][k] == "" for k in ("loss", "lr", "tps", "grad", "heads", "heads_title", "acts"))
+
+    # the first steps: the numbers, the loss and (at once, not SLOW_REFRESH_S later) the slower charts
+    job.metrics = [r for r in records if r["step"] <= 5]
+    now[0] = 1.0
+    first = view()["parts"]
+    assert f"{job.metrics[-1]['loss']:.3f}" in first["numbers"] and "Train loss" in first["numbers"]
+    assert first["loss"].startswith("<svg") and "What to look for" in first["loss"]
+    assert first["lr"].startswith("<svg") and first["grad"].startswith("<svg")
+    assert "Heads at step 0" in first["heads_title"]  # the snapshot taken at the start
+    assert "about 12 s left" in first["progress"]
+
+    # later steps: the numbers follow every step; the slower charts wait their turn ...
+    job.metrics = [r for r in records if r["step"] <= 45]
+    now[0] = 1.0 + train_live.SLOW_REFRESH_S - 1
+    later = view()["parts"]
+    assert f"{job.metrics[-1]['loss']:.3f}" in later["numbers"] and later["loss"] != first["loss"]
+    assert later["heads_title"] == first["heads_title"] and later["lr"] == first["lr"]
+    # ... and take the latest snapshot at it
+    now[0] = 1.0 + train_live.SLOW_REFRESH_S
+    assert "Heads at step 40" in view()["parts"]["heads_title"]
+
+    job.alive = False
+    assert view()["ended"] is True
+
+
+def test_the_first_snapshot_is_drawn_as_soon_as_it_lands(run_dir, monkeypatch):
+    from tinyviz.training.runs import Run
+
+    records = Run.open(run_dir).metrics()
+    job = Job(run_dir, [r for r in records if r["step"] <= 5])
+    view = train_live.TrainView(job, log_y=False, smoothing=0.5, clock=lambda: 0.0)  # the clock never moves
+    real = view.run.snapshot_steps
+    monkeypatch.setattr(view.run, "snapshot_steps", lambda: [])
+    assert view()["parts"]["heads"] == ""
+    monkeypatch.setattr(view.run, "snapshot_steps", real)
+    job.metrics = [r for r in records if r["step"] <= 25]
+    heads = view()["parts"]["heads"]
+    # one click target per head, each naming the step it shows (the grid is redrawn in place, no rerun)
+    assert sorted(re.findall(r'data-click="([^"]+)"', heads)) == ["[0, 0, 20]", "[0, 1, 20]", "[1, 0, 20]",
+                                                                  "[1, 1, 20]"]
+
+
+def test_a_click_on_a_live_head_opens_the_step_it_showed(monkeypatch):
+    put = {}
+    monkeypatch.setattr(train_panel.widgets, "selection",
+                        lambda key: {"selection": {"points": [{"customdata": [1, 0, 300]}]}})
+    monkeypatch.setattr(train_panel.state, "put", lambda key, value: put.update({key: value}))
+    train_panel._on_heads_click(None)
+    assert put == {train_panel.state.TRAIN_JUMP: (1, 0, 300)}
+    # the interactive grid of a stopped run: [layer, head] and the step it was drawn at
+    monkeypatch.setattr(train_panel.widgets, "selection",
+                        lambda key: {"selection": {"points": [{"customdata": [0, 1]}]}})
+    train_panel._on_heads_click(200)
+    assert put == {train_panel.state.TRAIN_JUMP: (0, 1, 200)}
+
+
+def test_live_parts_escape_what_the_run_wrote():
+    html = live_parts.sample([{"step": 20, "extra": {"sample": "<script>alert(1)</script> & more"}}])
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in html
+    assert "step 20" in html
+    assert live_parts.sample([{"step": 1, "loss": 2.0}]) == ""
+    bar = live_parts.progress(250, 1000, 75)
+    assert "step 250 of 1000 · about 1 min 15 s left" in bar and "width:25.00%" in bar
+    assert "width:100.00%" in live_parts.progress(1200, 1000)  # a resumed run past its old total stays in the bar
+
+
+def test_health_lines_name_the_step_and_severity():
+    class W:
+        def __init__(self, severity, step, message):
+            self.severity, self.step, self.message = severity, step, message
+    html = live_parts.health([W("warning", 300, "val loss rising <since> step 300"), W("error", 5, "loss is NaN")])
+    assert html.count('role="alert"') == 2 and "Step 300: val loss rising &lt;since&gt; step 300" in html
+    assert "Health: no problems seen" in live_parts.health([])

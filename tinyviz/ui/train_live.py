@@ -1,0 +1,163 @@
+"""What the Train page shows of a training run: its figures, and while it trains every part of its panel as
+HTML for the live feed (tinyviz.ui.live_feed). No Streamlit here: the feed's threads call TrainView."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from html import escape
+from pathlib import Path
+
+import numpy as np
+
+from tinyviz.analysis import plots, probes, svg
+from tinyviz.training import health
+from tinyviz.training.runs import Run
+from tinyviz.ui import live_parts
+
+# While the run trains every chart is a light SVG of the same figure this many px wide (the page's main column
+# and half of it on a laptop): a Plotly redraw cost the browser 0.1-0.3 s of CPU per chart and refresh.
+WIDE, HALF = 1000, 480
+# The charts that change only with a snapshot (lr, tokens/s, gradients, activations, heads) are rebuilt at most
+# this often, and as soon as the first steps or the first snapshot land.
+SLOW_REFRESH_S = 30.0
+LOOK_FOR = {
+    "loss": "both curves falling together; val turning up while train keeps falling is overfitting, a sudden "
+            "plateau or jump is the optimiser struggling.",
+    "heads": "a diagonal stripe just below the main diagonal is a previous-token head; an 'induction' label in "
+             "layer 1 is the model learning to copy.",
+    "lr": "warmup rising to the peak, then the cosine decay.",
+    "tps": "a flat line; dips are evaluations, snapshots or a busy machine.",
+    "grad": "a bright vertical band is a gradient spike; one block far brighter than the others for long is where "
+            "training is unstable.",
+}
+NOT_YET = "No steps logged yet; the numbers and charts appear with the first step."
+
+
+def formed(steps: list[int], scores_at: Callable[[int], dict | None]) -> tuple[int, list[str]] | None:
+    """(step, ['L1H0', ...]) of the first snapshot with a head labelled induction, or None."""
+    for step in steps:
+        scores = scores_at(step)
+        if not scores:
+            continue
+        labels = probes.label_heads({k: np.asarray(v) for k, v in scores.items()})
+        found = [f"L{l}H{h}" for l, row in enumerate(labels) for h, lab in enumerate(row) if lab == "induction"]
+        if found:
+            return step, found
+    return None
+
+
+def formed_text(found: tuple[int, list[str]] | None, last_step: int) -> tuple[str, str]:
+    """The headline and its explanation: 'Induction head formed at step N (L1H0)', or that none has yet."""
+    if found:
+        return (f"Induction head formed at step {found[0]}",
+                f"({', '.join(found[1])}): from then on it attends to the token after an earlier copy of the "
+                "current one.")
+    return ("", f"No induction head yet (by step {last_step}); one forms when a layer-1 head learns to attend to "
+                "the token after an earlier copy of the current one. Labels: prev = previous token, induction, "
+                "sink, self.")
+
+
+def slow_figures(run: Run, metrics: list[dict], upto: int, load: Callable[[int], dict],
+                 found: Callable[[list[int]], tuple[int, list[str]] | None]) -> dict:
+    """lr, tokens/s and gradient figures of the records, and the activations and head grid of the latest
+    snapshot up to step `upto` (with its step and whether an induction head has formed by then)."""
+    name = Path(run.path).name
+    out = {"lr": plots.metric_curve(metrics, "lr", name, "learning rate"),
+           "tps": plots.metric_curve(metrics, "tokens_per_s", name, "tokens per second"),
+           "grad": plots.grad_norm_heatmap(metrics, name)}
+    steps = [s for s in run.snapshot_steps() if s <= upto]
+    if steps:
+        snap = load(steps[-1])
+        if snap.get("act_stats"):
+            out["acts"], out["acts_step"] = plots.activation_stats_bars(snap["act_stats"], name, steps[-1]), steps[-1]
+        if snap.get("scores"):
+            labels = probes.label_heads({k: np.asarray(v) for k, v in snap["scores"].items()})
+            out["heads"] = plots.head_grid(snap["patterns"], name, steps[-1], labels)
+            out["heads_step"] = steps[-1]
+            out["formed"] = formed_text(found(steps), steps[-1])
+    return out
+
+
+def stamp_step(fig, step: int):
+    """The head grid's click targets carry the grid's step ([layer, head, step]): a live grid is redrawn in
+    the page without a rerun, so a click must say which step it showed."""
+    for trace in fig.data:
+        data = trace.customdata
+        if data is not None and len(data) and all(len(d) == 2 for d in data):
+            trace.customdata = [[int(d[0]), int(d[1]), int(step)] for d in data]
+    return fig
+
+
+class TrainView:
+    """The live feed's answer for one training run and chart options: {"parts": {name: html}, "ended": bool}.
+
+    The numbers, health, loss curve and sample preview are made anew when a step was logged; the slower
+    charts at most every SLOW_REFRESH_S, and at once when the first steps or the first snapshot land."""
+
+    def __init__(self, job, log_y: bool, smoothing: float, clock: Callable[[], float] = time.monotonic):
+        self.job, self.log_y, self.smoothing, self.clock = job, log_y, smoothing, clock
+        self.run = Run.open(Path(job.run_id))
+        self.name = Path(job.run_id).name
+        self.lock = threading.Lock()
+        self._fast: tuple[int, dict] | None = None  # (records, parts)
+        self._slow: tuple[float, bool, bool, dict] = (-math.inf, False, False, {})  # (when, metrics, heads, parts)
+        self._scores: dict[int, dict | None] = {}
+
+    def __call__(self) -> dict:
+        with self.lock:
+            view = self.job.snapshot()
+            alive = self.job.alive
+            metrics = view["metrics"]
+            parts = {"progress": live_parts.progress(view["step"], view["total"], view["eta"]),
+                     **self._fast_parts(metrics), **self._slow_parts(metrics)}
+            return {"parts": parts, "ended": not alive}
+
+    def _fast_parts(self, metrics: list[dict]) -> dict:
+        if self._fast is None or self._fast[0] != len(metrics):
+            if not metrics:
+                parts = {"numbers": live_parts.caption(NOT_YET), "health": "", "loss": "", "sample": ""}
+            else:
+                cfg = self.run.config.model
+                warnings = health.health_checks(metrics, vocab_size=cfg.d_vocab, causal=cfg.causal)
+                loss = plots.loss_curves({self.name: metrics}, log_y=self.log_y, smoothing=self.smoothing)
+                parts = {"numbers": live_parts.numbers(metrics), "health": live_parts.health(warnings),
+                         "loss": self._chart(loss, WIDE, "loss"), "sample": live_parts.sample(metrics)}
+            self._fast = (len(metrics), parts)
+        return self._fast[1]
+
+    def _slow_parts(self, metrics: list[dict]) -> dict:
+        when, had_metrics, had_heads, parts = self._slow
+        due = self.clock() - when >= SLOW_REFRESH_S
+        if metrics and (due or not had_metrics or (not had_heads and self.run.snapshot_steps())):
+            figs = slow_figures(self.run, metrics, metrics[-1]["step"], self.run.load_snapshot, self._found)
+            parts = {"lr": self._chart(figs["lr"], HALF, "lr"), "tps": self._chart(figs["tps"], HALF, "tps"),
+                     "grad": self._chart(figs["grad"], WIDE, "grad"), "acts": "", "heads_title": "", "heads": ""}
+            if "acts" in figs:
+                parts["acts"] = svg.figure_svg(figs["acts"], WIDE)
+            if "heads" in figs:
+                parts["heads_title"] = heads_title_html(figs["heads_step"], *figs["formed"])
+                parts["heads"] = self._chart(stamp_step(figs["heads"], figs["heads_step"]), WIDE, "heads")
+            self._slow = (self.clock(), True, "heads" in figs, parts)
+        return self._slow[3] or {k: "" for k in ("lr", "tps", "grad", "acts", "heads_title", "heads")}
+
+    def _found(self, steps: list[int]) -> tuple[int, list[str]] | None:
+        def scores_at(step):
+            if step not in self._scores:
+                self._scores[step] = self.run.load_snapshot(step).get("scores")
+            return self._scores[step]
+        return formed(steps, scores_at)
+
+    @staticmethod
+    def _chart(fig, width: int, look: str) -> str:
+        return svg.figure_svg(fig, width) + live_parts.caption(f"What to look for: {LOOK_FOR[look]}")
+
+
+def heads_title_html(step: int, headline: str, rest: str) -> str:
+    """'Heads at step N' and whether an induction head has formed, as the page writes them."""
+    flag = f"<strong>⚑ {escape(headline)}</strong> " if headline else ""
+    return (f'<p style="color:{live_parts.TEXT};margin:0 0 0.25rem"><strong>Heads at step {step}</strong> (the probe '
+            "prompt; click a head to open it on the Heads page at this step)</p>"
+            f'<div style="color:{live_parts.MUTED};font-size:0.875rem;margin-bottom:0.5rem">{flag}{escape(rest)}</div>')
