@@ -171,3 +171,26 @@ def test_health_lines_name_the_step_and_severity():
     html = live_parts.health([W("warning", 300, "val loss rising <since> step 300"), W("error", 5, "loss is NaN")])
     assert html.count('role="alert"') == 2 and "Step 300: val loss rising &lt;since&gt; step 300" in html
     assert "Health: no problems seen" in live_parts.health([])
+
+
+def test_the_sidebar_status_follows_the_training_job(run_dir, monkeypatch):
+    from tinyviz.training.runs import Run
+    from tinyviz.ui import sidebar
+    from tinyviz.ui.registry import registry
+
+    records = Run.open(run_dir).metrics()
+    settled = sidebar._StatusView(str(run_dir))()  # a run no process trains: its folder's line, nothing trains
+    assert "step 60 of 60 · done" in settled["parts"]["status"] and "Training now" not in settled["parts"]["status"]
+    assert settled["ended"] is True and settled["version"] == len(Run.open(run_dir).history.steps()) > 0
+
+    job = Job(run_dir, [r for r in records if r["step"] <= 30])
+    job.snapshot = lambda: {"step": 30, "total": 60, "metrics": [], "eta": None, "status": "running"}
+    monkeypatch.setitem(registry().jobs, str(run_dir), job)
+    view = sidebar._StatusView(str(run_dir))
+    live = view()
+    assert "step 30 of 60 · training · 2L 2H d32" in live["parts"]["status"]
+    assert f"Training now: {run_dir.name}" in live["parts"]["status"] and live["ended"] is False
+    job.alive = False  # it ended while the page was open: its status as the job says, and the feed says so
+    job.snapshot = lambda: {"step": 42, "total": 60, "metrics": [], "eta": None, "status": "stopped"}
+    ended = view()
+    assert "step 42 of 60 · stopped" in ended["parts"]["status"] and ended["ended"] is True

@@ -50,8 +50,13 @@ class Feed:
             def log_message(self, *args):  # the server's log is not a place for every poll
                 pass
 
-        self._server = ThreadingHTTPServer((host, 0), Handler)
-        self._server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):  # a page closed mid-answer: nothing to report
+                pass
+
+        self._server = Server((host, 0), Handler)
         self.host, self.port = host, self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, name="tinyviz-live-feed", daemon=True).start()
 

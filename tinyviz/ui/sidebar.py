@@ -89,24 +89,29 @@ class _StatusView:
 
     def __init__(self, current: str | None):
         self.registry, self.current = registry(), current
-        self.line = _status(current) if current else ""  # the run's line as the page run drew it
-        try:
-            self.run = Run.open(Path(current)) if current else None
-            self.model = self.run.summary()["model"] if self.run else ""
-        except RunError:
-            self.run = None
+        self.line, self.model, self.run = "", "", None  # the run's line as the page run drew it
+        if current:
+            try:
+                self.run = loaders.open_run(current)
+                summary = self.run.summary()
+                self.model = summary["model"]
+                self.line = f"step {summary['step']} of {summary['steps']} · {summary['status']} · {self.model}"
+            except RunError as e:
+                self.run, self.line = None, str(e)
 
     def __call__(self) -> dict:
         jobs = self.registry.running()
         line = self.line
-        job = self.registry.get(self.current) if self.current and self.run else None
-        if job is not None and job.alive:
-            line = f"step {job.snapshot()['step']} of {job.total} · training · {self.model}"
+        job = self.registry.get(self.current) if self.run is not None else None
+        if job is not None:  # trains, or trained in this server: its step and status as they are now
+            snap = job.snapshot()
+            status = "training" if job.alive else snap["status"]
+            line = f"step {snap['step']} of {snap['total']} · {status} · {self.model}"
         html = live_parts.caption(line) if line else ""
         if jobs:
             html += live_parts.caption("Training now: " + ", ".join(Path(j.run_id).name for j in jobs))
         return {"parts": {"status": html}, "ended": not jobs,
-                "version": len(self.run.history.steps()) if self.run else 0}
+                "version": len(self.run.history.steps()) if self.run is not None else 0}
 
 
 def _status_lines(current: str | None, jobs: list) -> None:

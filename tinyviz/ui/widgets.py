@@ -62,6 +62,9 @@ function rerun(box, why) {
     box.tinyvizTrigger('refresh', why + ' ' + now);
   }
 }
+// The feed listens on this machine's loopback: a page opened under another address (from another machine, or
+// a LAN name) does not ask for it (the browser could refuse it, or ask the person for a permission).
+const LOOPBACK = ['localhost', '127.0.0.1', '[::1]', '::1'];
 async function poll(url, feed) {
   for (const box of [...feed.boxes]) if (!box.isConnected || box.tinyvizFeed !== url) feed.boxes.delete(box);
   if (!feed.boxes.size) { clearInterval(feed.timer); feeds().delete(url); return; }
@@ -69,8 +72,10 @@ async function poll(url, feed) {
   feed.busy = true;
   let answer = null;
   try {
-    const response = await fetch(url, { cache: 'no-store' });
-    if (response.ok) answer = await response.json();
+    if (LOOPBACK.includes(window.location.hostname)) {
+      const response = await fetch(url, { cache: 'no-store' });
+      if (response.ok) answer = await response.json();
+    }
   } catch (e) { answer = null; }
   feed.busy = false;
   const leads = [...feed.boxes].filter((box) => box.tinyvizLead);
