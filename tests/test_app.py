@@ -193,6 +193,7 @@ def live_html(at, key: str) -> str:
                 return hit
         return None
     element = find(at.main)
+    element = element if element is not None else find(at.sidebar)
     if element is None:
         return ""
     data = json.loads(element.proto.json)

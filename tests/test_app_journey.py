@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests import test_app
-from tests.test_app import app, ok
+from tests.test_app import app, live_html, ok
 from tinyviz.config import PRESETS
 from tinyviz.training.session import TrainingSession
 
@@ -73,6 +73,7 @@ def test_while_training_the_sidebar_shows_the_live_step_and_start_is_a_toast(run
         assert time.monotonic() < deadline, "no steps logged"
         time.sleep(0.5)
     at.run()
-    line = next(c.value for c in at.sidebar.caption if "training" in c.value)
+    line = live_html(at, "sidebar_status_live")  # while it trains the line is kept up to date by the live feed
+    assert "training" in line
     assert int(re.search(r"step (\d+) of 5000", line).group(1)) >= 20  # the checkpoint is still step 0
     registry().stop_all()
