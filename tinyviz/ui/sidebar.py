@@ -28,16 +28,15 @@ def _label(run_id: str) -> str:
 
 
 def _status(run_id: str) -> str:
-    """'step 1925 of 3000 · training · 2L 2H ...': a training run's step is its latest logged step, not
-    its latest checkpoint's."""
+    """'step 3000 of 3000 · done · 2L 2H ...' from the run folder (while a run trains, _StatusView's line)."""
     try:
-        s = loaders.open_run(run_id).summary()
+        return _line(loaders.open_run(run_id).summary())
     except RunError as e:
         return str(e)
-    job = registry().get(run_id)
-    if job is not None and job.alive:
-        return f"step {job.snapshot()['step']} of {s['steps']} · training · {s['model']}"
-    return f"step {s['step']} of {s['steps']} · {s['status']} · {s['model']}"
+
+
+def _line(summary: dict) -> str:
+    return f"step {summary['step']} of {summary['steps']} · {summary['status']} · {summary['model']}"
 
 
 def _download_run(run_id: str) -> None:
@@ -60,7 +59,8 @@ def _live_box(current: str | None) -> None:
     running = [j.run_id for j in registry().running()]
     if not running:
         state.put(state.STEP_MOVED, False)  # outside a fragment a move already reruns the whole page
-        _status_lines(current, [])
+        if current:
+            st.caption(_status(current))
         _step_slider(current)
         return
     in_page_run = [True]  # False once this page run is over: the fragment's own reruns see False
@@ -94,8 +94,7 @@ class _StatusView:
             try:
                 self.run = loaders.open_run(current)
                 summary = self.run.summary()
-                self.model = summary["model"]
-                self.line = f"step {summary['step']} of {summary['steps']} · {summary['status']} · {self.model}"
+                self.model, self.line = summary["model"], _line(summary)
             except RunError as e:
                 self.run, self.line = None, str(e)
 
@@ -112,13 +111,6 @@ class _StatusView:
             html += live_parts.caption("Training now: " + ", ".join(Path(j.run_id).name for j in jobs))
         return {"parts": {"status": html}, "ended": not jobs,
                 "version": len(self.run.history.steps()) if self.run is not None else 0}
-
-
-def _status_lines(current: str | None, jobs: list) -> None:
-    if current:
-        st.caption(_status(current))
-    if jobs:
-        st.caption("Training now: " + ", ".join(Path(j.run_id).name for j in jobs))
 
 
 def _on_pick(key: str) -> None:
