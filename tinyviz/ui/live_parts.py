@@ -56,10 +56,13 @@ def alert(kind: str, text: str) -> str:
             f'margin-bottom:0.5rem;font-size:1rem"><span aria-hidden="true">{icon}</span>&nbsp; {escape(text)}</div>')
 
 
+HEALTHY = "Health: no problems seen (loss, gradients, attention entropy, causal mask)."
+
+
 def health(warnings: list) -> str:
     """health.health_checks' warnings as alert boxes, or that it saw no problem."""
     if not warnings:
-        return alert("success", "Health: no problems seen (loss, gradients, attention entropy, causal mask).")
+        return alert("success", HEALTHY)
     return "".join(alert("error" if w.severity == "error" else "warning", f"Step {w.step}: {w.message}")
                    for w in warnings)
 

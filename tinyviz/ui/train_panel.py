@@ -227,7 +227,6 @@ def _slow_figures(run_id: str, upto: int, version: tuple, _metrics: list[dict]) 
 def _health(metrics: list[dict], cfg) -> None:
     warnings = health.health_checks(metrics, vocab_size=cfg.model.d_vocab, causal=cfg.model.causal)
     if not warnings:
-        st.success("Health: no problems seen (loss, gradients, attention entropy, causal mask).",
-                   icon=":material/check_circle:")
+        st.success(live_parts.HEALTHY, icon=":material/check_circle:")
     for w in warnings:
         (st.error if w.severity == "error" else st.warning)(f"Step {w.step}: {w.message}")
