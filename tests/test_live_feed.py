@@ -3,6 +3,8 @@ serves, to whom, and what the Train page's parts say at each stage of a run."""
 
 import json
 import re
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -66,6 +68,85 @@ def test_tokens_are_unguessable_and_old_views_are_dropped(feed, monkeypatch):
     assert get(urls[0])[0] == 404  # the oldest went when the fourth came
     assert [get(u)[2]["k"] for u in urls[1:]] == [1, 2, 3]
     assert feed.publish(0, lambda: {"k": 0}) != urls[0]  # its key gets a new token
+
+
+def events(url: str, n: int, timeout: float = 20) -> tuple[dict, list[dict], float]:
+    """(headers, the first n answers the stream pushed, seconds until the stream ended or the n-th came)."""
+    start, got = time.monotonic(), []
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        headers = dict(r.headers)
+        for line in r:
+            if line.startswith(b"data: "):
+                got.append(json.loads(line[6:]))
+                if len(got) == n:
+                    break
+    return headers, got, time.monotonic() - start
+
+
+def test_a_stream_pushes_an_answer_only_when_it_changed_and_ends_with_the_run(feed, monkeypatch):
+    monkeypatch.setattr(live_feed, "STREAM_S", (0.05, 60.0))
+    answers = iter([{"parts": {"n": "1"}}] + [{"parts": {"n": "1"}}] * 5 + [{"parts": {"n": "2"}}] * 5
+                   + [{"parts": {"n": "3"}, "ended": True}] + [{"parts": {"n": "4"}}] * 99)
+    url = feed.publish("run", lambda: next(answers))
+    headers, got, _ = events(url + "?stream=50", 99)  # the stream ends by itself after the run's end
+    assert headers["Content-Type"] == "text/event-stream" and headers["Cache-Control"] == "no-store"
+    assert [a["parts"]["n"] for a in got] == ["1", "2", "3"] and got[-1]["ended"]
+    assert next(answers)["parts"]["n"] == "4"  # nothing was built after the end
+
+
+def test_streams_push_together_at_multiples_of_their_period(feed, monkeypatch):
+    monkeypatch.setattr(live_feed, "STREAM_S", (0.05, 60.0))
+    built = {"a": [], "b": []}
+
+    def view(name):
+        built[name].append(time.time())
+        return {"parts": {"t": str(len(built[name]))}}
+    urls = [feed.publish(k, lambda k=k: view(k)) for k in built]
+    threads = [threading.Thread(target=events, args=(u + "?stream=500", 4)) for u in urls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    for times in built.values():  # after the answer on connecting, every build lands just after a multiple of 0.5 s
+        assert len(times) >= 4 and all(t % 0.5 < 0.15 for t in times[1:4]), times
+
+
+def test_a_stream_period_is_bounded_and_unknown_tokens_end_at_once(feed):
+    assert live_feed.stream_period("stream=5000") == 5.0 and live_feed.stream_period("") is None
+    assert live_feed.stream_period("stream=1") == live_feed.STREAM_S[0]
+    assert live_feed.stream_period("x=1&stream=999999999") == live_feed.STREAM_S[1]
+    assert live_feed.stream_period("stream=-5") is None and live_feed.stream_period("stream=abc") is None
+    url = feed.publish("a", lambda: {"parts": {}})
+    status, _, body = get(url[:-4] + "zzzz?stream=5000")  # not a stream that never ends: a 404 and a sentence
+    assert status == 404 and "reload the page" in body["error"]
+
+
+def test_a_stream_outlives_a_failing_builder_and_says_why(feed, monkeypatch):
+    monkeypatch.setattr(live_feed, "STREAM_S", (0.05, 60.0))
+    answers = iter([{"parts": {"n": "1"}}, OSError("metrics.jsonl is gone"), {"parts": {"n": "2"}, "ended": True}])
+
+    def build():
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+    url = feed.publish("run", build)
+    _, got, _ = events(url + "?stream=50", 3)
+    assert got[0] == {"parts": {"n": "1"}} and "metrics.jsonl is gone" in got[1]["error"]  # the page reruns
+    assert got[2]["parts"] == {"n": "2"}
+
+
+def test_closing_the_feed_ends_its_streams(monkeypatch):
+    monkeypatch.setattr(live_feed, "STREAM_S", (0.05, 60.0))
+    f = live_feed.Feed()
+    url = f.publish("run", lambda: {"parts": {"t": str(time.time())}})
+    done = []
+    reader = threading.Thread(target=lambda: done.append(events(url + "?stream=100", 10_000, timeout=30)))
+    reader.start()
+    time.sleep(0.5)
+    f.close()
+    reader.join(10)
+    assert done and done[0][2] < 10  # it ended with the feed, not at the reader's timeout
 
 
 @pytest.fixture(scope="module")
@@ -224,3 +305,4 @@ def test_figures_built_for_svg_draw_the_same_svg(run_dir):
     with plots.for_svg():
         assert plots.metric_curve(records, "lr", "r", "lr").layout.template.layout.paper_bgcolor is None
     assert plots.metric_curve(records, "lr", "r", "lr").layout.template.layout.paper_bgcolor is not None
+

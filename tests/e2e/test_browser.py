@@ -115,13 +115,19 @@ def test_train_live_loss_updates_then_stop(page, app_url):
     assert feed and all(url.startswith("http://127.0.0.1:") for url in feed), feed
     # the sidebar's slider may take a newly kept step (one rerun of its fragment, at most every 30 s)
     assert len([t for t in sent if t >= quiet_from]) <= 1, "the live page asked Streamlit to rerun"
+    # it is one stream per view, opened once, not a request per refresh
+    assert all("?stream=" in url for url in feed) and len(feed) == len(set(feed)) <= 2, feed
     # a page that cannot reach the feed (opened from another machine) has its fragment rerun instead
     page.route("**/live/**", lambda route: route.abort())
+    page.reload()
+    page.get_by_role("heading", name="micro-tinytales-1 · training").wait_for(timeout=120_000)
+    settle(page)
+    refused_from = time.monotonic()
     drawn, deadline = points(page, "train_loss"), time.monotonic() + 120
     while points(page, "train_loss") <= drawn:
         assert time.monotonic() < deadline, "without the feed the loss chart did not update"
         page.wait_for_timeout(500)
-    assert len([t for t in sent if t >= quiet_from]) >= 1  # ... by asking Streamlit
+    assert len([t for t in sent if t >= refused_from]) >= 1  # ... by asking Streamlit
     page.unroute("**/live/**")
     assert page.get_by_text("training", exact=False).first.is_visible()
     # while it trains the charts are light SVGs without export buttons, and the page says why

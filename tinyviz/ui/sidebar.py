@@ -15,7 +15,7 @@ from tinyviz.ui.registry import live_fragment, registry
 from tinyviz.ui.uploads import UploadError, extract_run_zip, import_server_model, import_uploaded_model
 
 LIVE_S = 10.0  # without the live feed: the status line's refresh while a run trains (a fragment rerun)
-FEED_S = 5.0  # with it: how often the status line asks the feed (as the Train page's numbers)
+FEED_S = live_feed.EVERY_S  # with it: how often the feed pushes the status line (as the Train page's numbers)
 SLIDER_S = 30.0  # with it: the slider takes a newly kept step at most this often (a rerun of its fragment)
 URL_PARAM = "run"  # ?run=NAME: the current run's folder name
 STEP_PARAM = "step"  # ?step=N: the step control's choice (absent: the latest)

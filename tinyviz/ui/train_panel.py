@@ -20,12 +20,12 @@ from tinyviz.training.runs import CONFIG, RunError, file_version
 from tinyviz.ui import analysis, live_feed, live_parts, loaders, page, state, train_live, widgets
 from tinyviz.ui.registry import RegistryFull, registry
 
-# How often the live elements ask the feed for the run's latest parts (a fetch of a few tens of KB and, where a
-# part changed, one element's inner HTML). A Streamlit rerun of the panel cost the browser 0.15-0.3 s of CPU
-# (React and styles; headless Chromium on the induction preset) and the two-thread trainer a visible dip in
-# tokens/s each time: benchmarks/app_speed.py. Where the feed cannot be reached (a page opened from another
-# machine, no loopback port) the panel reruns every REFRESH_S instead.
-FEED_S = 5.0
+# How often the feed pushes the run's latest parts to the live elements (over one open stream per view, only the
+# answers that changed; the page then sets the inner HTML of each part that changed). A Streamlit rerun of the
+# panel cost the browser 0.15-0.3 s of CPU (React and styles; headless Chromium on the induction preset) and the
+# two-thread trainer a visible dip in tokens/s each time: benchmarks/app_speed.py. Where the feed cannot be
+# reached (a page opened from another machine, no loopback port) the panel reruns every REFRESH_S instead.
+FEED_S = live_feed.EVERY_S
 REFRESH_S = 10.0
 LIVE_NOTE = (":material/bolt: While the run trains its charts are drawn light (no hover, zoom or export buttons; a "
              "click on a head still opens it) to leave the cores to training; the interactive charts and their "

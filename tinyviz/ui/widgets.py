@@ -47,12 +47,14 @@ LIVE_SUFFIX = "_live"
 # The light element: it sets our HTML (an SVG, a row of numbers) as the inner HTML of one div, only when it
 # changed (st.markdown ran it through Markdown and turned it into React elements at every refresh), and reports
 # a click on an element with data-click (its value, JSON) as the trigger 'clicked'.
-# With a feed (tinyviz.ui.live_feed) the elements of a page share one poller per feed URL: every `every` ms
-# (not while the tab is hidden) it fetches the feed's JSON, {"parts": {name: html}, "ended": bool, "version": x},
-# and swaps each element's part when it changed, without a Streamlit rerun. A "lead" element (one per fragment)
-# asks Streamlit to rerun its fragment (the trigger 'refresh') when the run ended, when the feed's version moved
-# (at most once per `lead` ms), or, when the feed cannot be reached (a page opened from another machine), every
-# `lead` ms: the fragment's rerun draws it all from the server, as a timer fragment would.
+# With a feed (tinyviz.ui.live_feed) the elements of a page share one stream per feed URL (server-sent events,
+# open while the tab is visible): each answer, {"parts": {name: html}, "ended": bool, "version": x}, swaps each
+# element's part when it changed, without a Streamlit rerun. The server pushes only what changed, every `every`
+# ms at most. A "lead" element (one per fragment) asks Streamlit to rerun its fragment (the trigger 'refresh')
+# when the run ended, when the feed's version moved (at most once per `lead` ms), or, when the feed cannot be
+# reached (a page opened from another machine), every `lead` ms: the fragment's rerun draws it all from the
+# server, as a timer fragment would. A stream rather than a fetch every `every` ms: a fetch costs Chromium more
+# CPU than the redraw it brings, CPU a training beside it loses (docs/performance.md).
 _LIVE_JS = """
 function feeds() { return window.tinyvizFeeds || (window.tinyvizFeeds = new Map()); }
 function rerun(box, why) {
@@ -65,31 +67,45 @@ function rerun(box, why) {
 // The feed listens on this machine's loopback: a page opened under another address (from another machine, or
 // a LAN name) does not ask for it (the browser could refuse it, or ask the person for a permission).
 const LOOPBACK = ['localhost', '127.0.0.1', '[::1]', '::1'];
-async function poll(url, feed) {
+function leads(feed) { return [...feed.boxes].filter((box) => box.tinyvizLead); }
+function disconnect(feed) { if (feed.source) { feed.source.close(); feed.source = null; } }
+function stop(url, feed) { disconnect(feed); clearInterval(feed.timer); feeds().delete(url); }
+function showing(url, feed) {  // the elements still showing this feed; none left: stop
   for (const box of [...feed.boxes]) if (!box.isConnected || box.tinyvizFeed !== url) feed.boxes.delete(box);
-  if (!feed.boxes.size) { clearInterval(feed.timer); feeds().delete(url); return; }
-  if (document.hidden || feed.busy) return;
-  feed.busy = true;
-  let answer = null;
-  try {
-    if (LOOPBACK.includes(window.location.hostname)) {
-      const response = await fetch(url, { cache: 'no-store' });
-      if (response.ok) answer = await response.json();
-    }
-  } catch (e) { answer = null; }
-  feed.busy = false;
-  const leads = [...feed.boxes].filter((box) => box.tinyvizLead);
-  if (!answer) { leads.forEach((box) => rerun(box, 'unreachable')); return; }
+  if (!feed.boxes.size) stop(url, feed);
+  return feed.boxes.size > 0;
+}
+function show(url, feed, answer) {
+  if (!showing(url, feed)) return;
+  if (!answer || !answer.parts) { leads(feed).forEach((box) => rerun(box, 'unreachable')); return; }
   for (const box of feed.boxes) {
-    const part = (answer.parts || {})[box.tinyvizPart];
+    const part = answer.parts[box.tinyvizPart];
     if (part !== undefined && part !== box.tinyvizShown) { box.innerHTML = part; box.tinyvizShown = part; }
   }
   if (answer.ended) {
-    clearInterval(feed.timer); feeds().delete(url);
-    leads.forEach((box) => rerun(box, 'ended'));
+    stop(url, feed);
+    leads(feed).forEach((box) => rerun(box, 'ended'));
   } else {
-    leads.filter((box) => answer.version !== undefined && answer.version !== box.tinyvizVersion)
-         .forEach((box) => rerun(box, 'version'));
+    leads(feed).filter((box) => answer.version !== undefined && answer.version !== box.tinyvizVersion)
+               .forEach((box) => rerun(box, 'version'));
+  }
+}
+function connect(url, feed) {  // the stream, on a page opened on this machine, while the tab is visible
+  if (feed.source || document.hidden || !LOOPBACK.includes(window.location.hostname)) return;
+  const source = new EventSource(url + '?stream=' + feed.every);
+  source.onmessage = (event) => {
+    let answer = null;
+    try { answer = JSON.parse(event.data); } catch (e) { answer = null; }
+    show(url, feed, answer);
+  };
+  feed.source = source;
+}
+function watch(url, feed) {  // every `every` ms: the stream open while the tab is visible, a rerun while it fails
+  if (!showing(url, feed)) return;
+  if (document.hidden) { disconnect(feed); return; }
+  connect(url, feed);
+  if (!feed.source || feed.source.readyState !== EventSource.OPEN) {
+    leads(feed).forEach((box) => rerun(box, 'unreachable'));
   }
 }
 export default function(component) {
@@ -118,11 +134,12 @@ export default function(component) {
   if (live.feed) {
     let feed = feeds().get(live.feed);
     if (!feed) {
-      feed = { boxes: new Set(), busy: false };
-      feed.timer = setInterval(() => poll(live.feed, feed), live.every);
+      feed = { boxes: new Set(), source: null, every: live.every };
+      feed.timer = setInterval(() => watch(live.feed, feed), live.every);
       feeds().set(live.feed, feed);
     }
     feed.boxes.add(box);
+    connect(live.feed, feed);
   }
 }
 """
