@@ -8,7 +8,8 @@ every 0.1 s and takes steps per second of wall clock over the middle of the run 
 so start-up, the first compile-like warm steps and the final checkpoint count on neither side), which
 includes every evaluation, snapshot and sample preview. Also reported: the median of the trainer's own
 per-step tokens/s (what the panel shows) and "dips", the fraction of steps slower than 0.7x that median
-(a panel refresh that steals the interpreter shows up as a dip). Needs Chromium and Playwright;
+(a panel refresh that steals the interpreter shows up as a dip), and how often a slow step comes just after
+a refresh of the live page against half-way between two (the dip per refresh). Needs Chromium and Playwright;
 without them ``measure`` returns {"skipped": reason}.
 """
 
@@ -82,7 +83,7 @@ def _cpu_groups(server: int | None) -> dict[str, float]:
 
 
 def _watch(metrics: Path, steps: int, alive, timeout: float, server: int | None = None) -> list[tuple]:
-    """(time, steps logged, CPU seconds by group) every 0.1 s until the run has logged `steps` steps or
+    """(time, steps logged, CPU seconds by group, wall clock) every 0.1 s until the run has logged `steps` steps or
     alive() turns False. The CPU groups are read only when the run first passes 10 % and 90 % of its
     steps (reading every process's /proc entry each 0.1 s would itself cost the app side CPU)."""
     trace, deadline, marks = [], time.monotonic() + timeout, [0.1 * steps, 0.9 * steps]
@@ -93,7 +94,7 @@ def _watch(metrics: Path, steps: int, alive, timeout: float, server: int | None 
             cpu = _cpu_groups(server)
             while marks and n >= marks[0]:
                 marks.pop(0)
-        trace.append((time.monotonic(), n, cpu))
+        trace.append((time.monotonic(), n, cpu, time.time()))
         if n >= steps or not alive():
             break
         time.sleep(0.1)
@@ -125,12 +126,40 @@ def _per_step(metrics: Path) -> dict:
     return {"median_tokens_per_s": med, "dips": sum(t < 0.7 * med for t in tps) / len(tps)}
 
 
+def _refresh_dips(metrics: Path, trace: list[tuple], every: float | None = None, window: float = 0.4) -> dict:
+    """How often a slow step (< 0.7x the median) ends within `window` s after a refresh of the live page (its
+    feed pushes at the multiples of `every` s on the clock: tinyviz.ui.live_feed), against the same half-way
+    between two refreshes. A step's end is when this process first saw its line (sampled every 0.1 s). For
+    the CLI the same instants are the machine's background."""
+    if every is None:
+        from tinyviz.ui.live_feed import EVERY_S as every
+    recs = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+    start = len(recs) // 10
+    med = statistics.median(r["tokens_per_s"] for r in recs[start:])
+    seen, k = [], 0
+    for i in range(start, len(recs)):
+        while k < len(trace) and trace[k][1] < i + 1:
+            k += 1
+        if k < len(trace) and recs[i]["tokens_per_s"] < 0.7 * med:
+            seen.append(trace[k][3])
+    if len(trace) < 2:
+        return {"at_refresh": 0.0, "between": 0.0, "refreshes": 0}
+    lo, hi = next(t[3] for t in trace if t[1] > start), trace[-1][3] - window
+    instants = [j * every for j in range(int(lo // every) + 1, int(hi // every) + 1)]
+
+    def share(offset: float) -> float:
+        hits = [any(t + offset <= x <= t + offset + window for x in seen) for t in instants]
+        return sum(hits) / max(1, len(hits))
+    return {"at_refresh": share(0.0), "between": share(every / 2), "refreshes": len(instants)}
+
+
 def _cli(preset: str, steps: int, out: Path, timeout: float) -> dict:
     cmd = [sys.executable, "-m", "tinyviz", "train", "--preset", preset, "--set", f"steps={steps}", "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     trace = _watch(out / "metrics.jsonl", steps, lambda: proc.poll() is None, timeout)
     proc.wait(timeout)
-    return {"steps_per_s": _rate(trace, steps), **_per_step(out / "metrics.jsonl")}
+    return {"steps_per_s": _rate(trace, steps), **_per_step(out / "metrics.jsonl"),
+            "refresh_dips": _refresh_dips(out / "metrics.jsonl", trace)}
 
 
 def _app(preset: str, steps: int, runs: Path, timeout: float, panel: bool = True) -> dict:
@@ -177,7 +206,8 @@ def _app(preset: str, steps: int, runs: Path, timeout: float, panel: bool = True
                 page.goto("about:blank")
             trace = _watch(metrics, steps, lambda: True, timeout, server=server.pid)
             browser.close()
-        return {"steps_per_s": _rate(trace, steps), "cpu_cores": _cpu_share(trace, steps), **_per_step(metrics)}
+        return {"steps_per_s": _rate(trace, steps), "cpu_cores": _cpu_share(trace, steps), **_per_step(metrics),
+                "refresh_dips": _refresh_dips(metrics, trace)}
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
@@ -233,11 +263,19 @@ def report(res: dict) -> str:
     return (f"app vs CLI, {res['preset']} {res['steps']} steps, Train page open in Chromium: app "
             f"{app['steps_per_s'] or 0:.1f} steps/s vs CLI {cli['steps_per_s'] or 0:.1f} = {ratio}; per-step "
             f"tokens/s median app {app['median_tokens_per_s']:,.0f} vs CLI {cli['median_tokens_per_s']:,.0f}; steps "
-            f"slower than 0.7x the median: app {app['dips']:.1%}, CLI {cli['dips']:.1%}; load "
+            f"slower than 0.7x the median: app {app['dips']:.1%}, CLI {cli['dips']:.1%}"
+            + "".join(f"; {_refreshes(side, r['refresh_dips'])}" for side, r in (("app", app), ("CLI", cli))
+                      if r.get("refresh_dips"))
+            + f"; load "
             f"{res['load_before'][0]:.1f} -> {res['load_after'][0]:.1f}"
             + ("; CPU while training with the page open (cores): " + ", ".join(
                 f"{k} {v:.2f}" for k, v in app["cpu_cores"].items()) if app.get("cpu_cores") else "")
             + _rounds_line(res))
+
+
+def _refreshes(side: str, r: dict) -> str:
+    return (f"{side}: a slow step just after {r['at_refresh']:.0%} of {r['refreshes']} refresh instants "
+            f"({r['between']:.0%} half-way between)")
 
 
 def _rounds_line(res: dict) -> str:

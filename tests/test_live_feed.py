@@ -306,3 +306,17 @@ def test_figures_built_for_svg_draw_the_same_svg(run_dir):
         assert plots.metric_curve(records, "lr", "r", "lr").layout.template.layout.paper_bgcolor is None
     assert plots.metric_curve(records, "lr", "r", "lr").layout.template.layout.paper_bgcolor is not None
 
+
+def test_the_benchmark_counts_slow_steps_after_refreshes_against_between(tmp_path):
+    """benchmarks/app_speed's dip-per-refresh figure: 100 steps a second from wall clock 1000 s, every step
+    at 100k tokens/s but the one ending just after each refresh (multiples of 5 s) at 40k."""
+    from benchmarks.app_speed import _refresh_dips
+    ends = [1000 + 0.01 * (i + 1) for i in range(2000)]
+    slow = {i for i, t in enumerate(ends) if (t % 5) < 0.01 + 1e-9 and i > 300}
+    (tmp_path / "m.jsonl").write_text("".join(
+        json.dumps({"step": i + 1, "tokens_per_s": 40e3 if i in slow else 100e3}) + "\n" for i in range(2000)))
+    trace = [(t, i + 1, {}, t) for i, t in enumerate(ends)]  # seen as each line lands
+    got = _refresh_dips(tmp_path / "m.jsonl", trace, every=5.0, window=0.4)
+    assert got["refreshes"] == 3 and got["at_refresh"] == 1.0 and got["between"] == 0.0
+    no_dips = _refresh_dips(tmp_path / "m.jsonl", trace, every=3.7, window=0.4)  # other instants: fewer hits
+    assert no_dips["at_refresh"] < 1.0
