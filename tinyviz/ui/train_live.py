@@ -29,7 +29,8 @@ LOOK_FOR = {
     "heads": "a diagonal stripe just below the main diagonal is a previous-token head; an 'induction' label in "
              "layer 1 is the model learning to copy.",
     "lr": "warmup rising to the peak, then the cosine decay.",
-    "tps": "a flat line; dips are evaluations, snapshots or a busy machine.",
+    "tps": "a flat line; dips are evaluations, snapshots or a busy machine (on 2 cores also a thin one at each "
+           "5-s refresh of this page while it trains: drawing it takes CPU the training then waits for).",
     "grad": "a bright vertical band is a gradient spike; one block far brighter than the others for long is where "
             "training is unstable.",
 }
