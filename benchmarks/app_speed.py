@@ -135,6 +135,9 @@ def _refresh_dips(metrics: Path, trace: list[tuple], every: float | None = None,
         from tinyviz.ui.live_feed import EVERY_S as every
     recs = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
     start = len(recs) // 10
+    first = next((t[3] for t in trace if t[1] > start), None)
+    if not recs or first is None:
+        return {"at_refresh": 0.0, "between": 0.0, "refreshes": 0}
     med = statistics.median(r["tokens_per_s"] for r in recs[start:])
     seen, k = [], 0
     for i in range(start, len(recs)):
@@ -142,9 +145,7 @@ def _refresh_dips(metrics: Path, trace: list[tuple], every: float | None = None,
             k += 1
         if k < len(trace) and recs[i]["tokens_per_s"] < 0.7 * med:
             seen.append(trace[k][3])
-    if len(trace) < 2:
-        return {"at_refresh": 0.0, "between": 0.0, "refreshes": 0}
-    lo, hi = next(t[3] for t in trace if t[1] > start), trace[-1][3] - window
+    lo, hi = first, trace[-1][3] - window
     instants = [j * every for j in range(int(lo // every) + 1, int(hi // every) + 1)]
 
     def share(offset: float) -> float:

@@ -320,3 +320,4 @@ def test_the_benchmark_counts_slow_steps_after_refreshes_against_between(tmp_pat
     assert got["refreshes"] == 3 and got["at_refresh"] == 1.0 and got["between"] == 0.0
     no_dips = _refresh_dips(tmp_path / "m.jsonl", trace, every=3.7, window=0.4)  # other instants: fewer hits
     assert no_dips["at_refresh"] < 1.0
+    assert _refresh_dips(tmp_path / "m.jsonl", [], every=5.0)["refreshes"] == 0  # a run that logged nothing seen
